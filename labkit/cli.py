@@ -1,0 +1,70 @@
+"""The `labkit` command: one sub-command per learner task.
+
+Each feature module owns its sub-commands through a `register(subparsers)` function, so
+this file stays a table of contents. Modules listed here must import only the standard
+library at module level (torch and friends load inside the command functions), which keeps
+`labkit --help` instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from labkit import __version__
+from labkit.errors import UserError
+
+# Order is the order `labkit --help` lists them: roughly the roadmap order.
+COMMAND_MODULES = [
+    "labkit.env",  # doctor
+    "labkit.runner",  # run
+    "labkit.models.cli",  # model build
+    "labkit.exercises",  # exercises export
+    "labkit.portfolio.cli",  # portfolio build
+]
+
+EPILOG = """\
+typical session:
+  labkit doctor                 what this machine can run, and what to install for the rest
+  labkit run                    run every lab on the CPU tier (papermill), recording results
+  labkit run 00 -p matmul_size=512
+  labkit portfolio build runs/latest
+  labkit model build            build (or find) the tiny Llama and print its path
+
+Every sub-command has its own --help.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labkit",
+        description="Hands-on labs for AI infrastructure engineering: run, measure, publish.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"labkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except UserError as e:  # a problem the user can fix: no traceback, just what to do
+        print(f"labkit: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

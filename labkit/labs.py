@@ -1,0 +1,97 @@
+"""Finding the lab notebooks, their roadmap order, parameters and requirements.
+
+A lab is `labs/NN_topic.ipynb`. The number is its place in the roadmap (00 orientation,
+1x distributed, 2x inference, 3x observability, 4x cost), so sorting by name is roadmap
+order. Each notebook carries a `labkit` block in its metadata:
+
+    {"title": "Orientation", "step": 0,
+     "requires": {"cpu": ["torch"], "gpu": ["torch", "cuda_gpu"]}}
+
+`labkit doctor` evaluates those requirements against this machine; `labkit run` reads the
+cell tagged `parameters` to validate overrides before anything starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labkit.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def labs_dir() -> Path:
+    d = Path(os.environ.get("LABKIT_LABS_DIR", PROJECT_ROOT / "labs"))
+    if not d.is_dir():
+        raise UserError(f"no labs folder at {d}: run labkit from a clone of the kit "
+                        "(pip install -e .), or set LABKIT_LABS_DIR")
+    return d
+
+
+@dataclass
+class Lab:
+    name: str  # "00_orientation"
+    path: Path
+    title: str = ""
+    step: int = 0
+    requires: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def number(self) -> str:
+        return self.name.split("_", 1)[0]
+
+    def parameters(self) -> dict[str, dict]:
+        """Declared parameters: name -> {default, type, help, choices}."""
+        return parameters_of(self.path)
+
+
+def all_labs() -> list[Lab]:
+    labs = []
+    for p in sorted(labs_dir().glob("[0-9][0-9]_*.ipynb")):
+        meta = json.loads(p.read_text()).get("metadata", {}).get("labkit", {})
+        labs.append(Lab(name=p.stem, path=p, title=meta.get("title", p.stem),
+                        step=int(meta.get("step", 0)), requires=meta.get("requires", {})))
+    return labs
+
+
+def select(names: list[str] | None) -> list[Lab]:
+    """Labs by number ("00"), full name ("00_orientation") or topic ("orientation"),
+    always returned in roadmap order."""
+    labs = all_labs()
+    if not names:
+        return labs
+    chosen = []
+    for n in names:
+        hits = [lab for lab in labs if n in (lab.name, lab.number, lab.name.split("_", 1)[-1])]
+        if not hits:
+            raise UserError(f"no lab {n!r}; labs are: {', '.join(lab.name for lab in labs)}")
+        chosen += [h for h in hits if h not in chosen]
+    return sorted(chosen, key=lambda lab: lab.name)
+
+
+def parameters_of(path: Path) -> dict[str, dict]:
+    """Parse the `parameters` cell with papermill's own inspector, plus `# one of: a, b`."""
+    import papermill
+
+    found = papermill.inspect_notebook(str(path))
+    out = {}
+    for name, p in found.items():
+        help_ = (p.get("help") or "").strip()
+        choices = None
+        if "one of:" in help_:
+            choices = [c.strip() for c in help_.split("one of:", 1)[1].split(",") if c.strip()]
+        out[name] = {"default": _literal(p.get("default")), "type": p.get("inferred_type_name"),
+                     "help": help_, "choices": choices}
+    return out
+
+
+def _literal(src: str | None):
+    import ast
+
+    try:
+        return ast.literal_eval(src) if src is not None else None
+    except (ValueError, SyntaxError):
+        return src

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "labkit.env",  # doctor
     "labkit.runner",  # run
     "labkit.exercises",  # exercises export
+    "labkit.portfolio.cli",  # portfolio build
 ]
 
 EPILOG = """\

@@ -83,8 +83,13 @@ def parameters_of(path: Path) -> dict[str, dict]:
         choices = None
         if "one of:" in help_:
             choices = [c.strip() for c in help_.split("one of:", 1)[1].split(",") if c.strip()]
-        out[name] = {"default": _literal(p.get("default")), "type": p.get("inferred_type_name"),
-                     "help": help_, "choices": choices}
+        default = _literal(p.get("default"))
+        # papermill infers a type only from an annotation (`size: int = 3`); without one, the
+        # default's own type is the contract (`size = 3` takes ints).
+        kind = p.get("inferred_type_name")
+        if kind in (None, "None") and default is not None:
+            kind = type(default).__name__
+        out[name] = {"default": default, "type": kind, "help": help_, "choices": choices}
     return out
 
 

@@ -94,20 +94,25 @@ def check_value(lab: str, name: str, value, spec: dict):
 def resolve_parameters(selected: list, profile: dict, overrides: list[str]):
     """Per-lab parameter dicts, validated before any notebook starts."""
     common_o, lab_o, secret = parse_overrides(overrides)
-    common = {**(profile.get("params") or {}), **common_o}
     per_lab_profile = profile.get("labs") or {}
+    known = {lab.name for lab in labs_mod.all_labs()}
+    for name in per_lab_profile:
+        if name not in known:
+            raise UserError(f"profile {profile['name']!r} sets parameters for lab {name!r}, "
+                            f"which does not exist; labs are: {', '.join(sorted(known))}")
     specs = {lab.name: lab.parameters() for lab in selected}
     by_name = {lab.name: lab for lab in selected}
     for key in list(lab_o):  # accept "00" or "orientation" for a lab in -p 00.name=value
         if key not in by_name:
             lab_o[labs_mod.select([key])[0].name] = lab_o.pop(key)
-    unused = set(common)
+    unused = set(profile.get("params") or {}) | set(common_o)
     out = {}
     for lab in selected:
         spec = specs[lab.name]
         params = {}
-        layers = [(common, False), (per_lab_profile.get(lab.name) or {}, True),
-                  (lab_o.get(lab.name) or {}, True)]
+        # Later layers win: profile-wide < profile per lab < -p name=… < -p lab.name=…
+        layers = [(profile.get("params") or {}, False), (per_lab_profile.get(lab.name) or {}, True),
+                  (common_o, False), (lab_o.get(lab.name) or {}, True)]
         for values, strict in layers:
             for name, value in values.items():
                 if name not in spec:
@@ -246,7 +251,8 @@ def cmd_run(args) -> int:
             continue
         st = run_lab(lab, run_dir, per_lab[lab.name], secret_env, timeout)
         results[lab.name] = st
-        where = f" at cell [{st['cell']}]" if st.get("cell") else ""
+        where = (f" at notebook cell #{st['cell_index']} (In [{st['cell']}])"
+                 if st.get("cell_index") is not None else "")
         msg = (f"✔ {lab.name} {st['seconds']} s" if st["status"] == "completed"
                else f"✘ {lab.name} {st['status']}{where}: {st.get('error', '')}\n"
                     f"  executed notebook: {run_dir / lab.name / (lab.name + '.ipynb')}")

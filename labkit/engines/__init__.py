@@ -1,0 +1,30 @@
+"""`labkit serve`: one launcher for vLLM, SGLang, TensorRT-LLM and the teaching engine.
+
+    from labkit.engines import serve
+    with serve("vllm", model=path, port=None, max_model_len=512, enforce_eager=True) as s:
+        s.base_url, s.model, s.metrics_url
+
+Files: config.py (the common ServeConfig), vllm.py / sglang.py / trtllm.py / mini.py (each
+engine's real flags and metric names), launcher.py (start, health wait, stop), process_tree.py
+and watchdog.py (no orphaned server), ports.py, diagnose.py (why a start failed),
+metrics.py (one metric vocabulary across engines), cli.py (`labkit serve`).
+"""
+
+import importlib
+
+# Loaded on first use (PEP 562), so `labkit --help`, which imports labkit.engines.cli, does
+# not pay for urllib & co.
+_EXPORTS = {
+    "LaunchPlan": "config", "ServeConfig": "config",
+    "Server": "launcher", "ServerStartError": "launcher", "launch": "launcher",
+    "plan": "launcher", "serve": "launcher",
+    "metric_name": "metrics", "metric_names": "metrics", "metrics_table": "metrics",
+    "ENGINES": "registry", "engine_module": "registry",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"labkit.engines.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'labkit.engines' has no attribute {name!r}")

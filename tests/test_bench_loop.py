@@ -216,4 +216,4 @@ def test_dispatcher_does_not_drift_when_every_wakeup_is_late(tmp_path, monkeypat
     with fake_server(ttft_ms=1, tpot_ms=1) as url:
         s = bench(url, tmp_path, output_len=2, rate=100, arrival="constant", num_requests=100)
     assert abs(s["rate"]["achieved_vs_target"] - 1) < 0.03
-    assert s["rate"]["send_lag_ms"]["p50"] >= 4  # each send was late, none accumulated
+    assert s["rate"]["dispatch_lag_ms"]["p50"] >= 4  # each send was late, none accumulated

@@ -117,3 +117,17 @@ def test_summary_table_names_each_convention():
                    "ttft_from_schedule"):
         assert needle in text
     assert "latency_ms.tpot.p99" in flatten(s)
+
+
+def test_a_client_that_falls_behind_its_schedule_says_so():
+    on_time = [streamed(i, i * 0.1, i * 0.1, 0.05, 3, 0.01) for i in range(20)]
+    for r in on_time:
+        r.dispatched = r.scheduled + 0.001
+    assert metrics.summarize(on_time, target_rate=10.0)["warnings"] == []
+    late = [streamed(i, i * 0.1, i * 0.1 + 0.08, 0.05, 3, 0.01) for i in range(20)]
+    for r in late:
+        r.dispatched = r.scheduled + 0.08
+    s = metrics.summarize(late, target_rate=10.0)
+    assert any("fell behind" in w for w in s["warnings"])
+    assert s["rate"]["dispatch_lag_ms"]["p50"] == pytest.approx(80)
+    assert "WARNING: the client fell behind" in format_summary(s)

@@ -35,7 +35,8 @@ class RequestRecord:
 
     id: int
     scheduled: float  # when the arrival schedule said to send it
-    sent: float | None = None  # when we handed it to the HTTP library
+    dispatched: float | None = None  # when the dispatcher fired it (late = client overload)
+    sent: float | None = None  # when we handed it to the HTTP library (after any slot wait)
     first_token: float | None = None  # first chunk with non-empty text
     end: float | None = None  # stream finished (or failed)
     chunk_times: list[float] = field(default_factory=list)  # every non-empty chunk
@@ -62,7 +63,7 @@ class RequestRecord:
     def to_json(self) -> str:
         d = dict(self.__dict__)  # shallow: dataclasses.asdict deep-copies every list
         # Microsecond resolution is plenty and keeps requests.jsonl small.
-        for k in ("scheduled", "sent", "first_token", "end"):
+        for k in ("scheduled", "dispatched", "sent", "first_token", "end"):
             if d[k] is not None:
                 d[k] = round(d[k], 6)
         d["chunk_times"] = [round(t, 6) for t in self.chunk_times]

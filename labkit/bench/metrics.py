@@ -104,9 +104,19 @@ def _rate(times: list[float]) -> float | None:
     return (len(times) - 1) / span if span > 0 else math.inf
 
 
+# The client itself is overloaded when it fires requests this late (ms): its latencies
+# then include its own delays. A warning, not a failure: the numbers are kept.
+DISPATCH_LAG_WARN_P50_MS = 5.0
+DISPATCH_LAG_WARN_P99_MS = 50.0
+
+
 def summarize(records: list[RequestRecord], target_rate: float | None = None,
-              slo: dict | None = None, slo_clock: str = "schedule") -> dict:
-    """The run's summary: every figure the report prints, as plain JSON-able values."""
+              slo: dict | None = None, slo_clock: str = "schedule",
+              capped: bool = False) -> dict:
+    """The run's summary: every figure the report prints, as plain JSON-able values.
+
+    `capped`: a concurrency cap was set, so a lower achieved rate is the cap's doing.
+    """
     measured = [r for r in records if not r.warmup]
     ok = [r for r in measured if r.ok]
     failed = [r for r in measured if not r.ok]
@@ -125,7 +135,19 @@ def summarize(records: list[RequestRecord], target_rate: float | None = None,
                                    and math.isfinite(target_rate) else None),
             "achieved_vs_scheduled": (achieved / sched_rate if achieved and sched_rate
                                       and math.isfinite(sched_rate) else None),
-            "send_lag_ms": stats(r.sent - r.scheduled for r in measured if r.sent is not None)}
+            "dispatch_lag_ms": stats(r.dispatched - r.scheduled for r in measured
+                                     if r.dispatched is not None)}
+    warnings = []
+    lag = rate["dispatch_lag_ms"]
+    if lag.get("n") and (lag["p50"] > DISPATCH_LAG_WARN_P50_MS
+                         or lag["p99"] > DISPATCH_LAG_WARN_P99_MS):
+        warnings.append(
+            f"the client fell behind its own schedule (dispatch lag p50 {lag['p50']:.1f} ms, "
+            f"p99 {lag['p99']:.1f} ms): it is short of CPU, so its latencies include its own "
+            "delays. Lower the rate, or run the client on a less busy machine.")
+    vs = rate["achieved_vs_scheduled"]
+    if vs is not None and vs < 0.99 and not capped:
+        warnings.append(f"achieved send rate is {vs:.1%} of the schedule's")
 
     out_tokens = sum(r.output_tokens for r in ok)
     in_tokens = sum(r.prompt_tokens if r.prompt_tokens is not None else r.prompt_len
@@ -166,6 +188,7 @@ def summarize(records: list[RequestRecord], target_rate: float | None = None,
                        "total_tokens_per_s": per_s(out_tokens + in_tokens)},
         "latency_ms": latency,
         "tokens": tokens,
+        "warnings": warnings,
         "conventions": CONVENTIONS,
     }
     if slo:

@@ -97,7 +97,7 @@ def format_summary(s: dict) -> str:
     lines.append(f"rate (req/s): target {_fmt(rate['target'], 2)}, schedule "
                  f"{_fmt(rate['scheduled'], 2)}, achieved {_fmt(rate['achieved'], 2)}"
                  + (f" ({vs * 100:.1f} % of target)" if vs else "")
-                 + f"; send lag p99 {_fmt(rate['send_lag_ms'].get('p99'), 2)} ms")
+                 + f"; dispatch lag p99 {_fmt(rate['dispatch_lag_ms'].get('p99'), 2)} ms")
     lines.append(f"throughput over {s['duration_s']:.2f} s: {thr['requests_per_s']:.2f} req/s, "
                  f"{thr['output_tokens_per_s']:,.1f} output tok/s, "
                  f"{thr['total_tokens_per_s']:,.1f} total tok/s")
@@ -112,6 +112,7 @@ def format_summary(s: dict) -> str:
                      f"{t['client_vs_usage_mismatch_rate'] * 100:.1f} % of requests")
     else:
         lines.append("token counts: the server sent no usage; client counts used (unchecked)")
+    lines += [f"WARNING: {w}" for w in s.get("warnings", [])]
     lines.append("")
     head = f"{'metric (ms)':<20}{'mean':>9}{'p50':>9}{'p90':>9}{'p95':>9}{'p99':>9}{'max':>9}  n"
     lines += [head, "-" * len(head)]

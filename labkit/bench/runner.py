@@ -132,7 +132,7 @@ async def run_async(cfg: BenchConfig) -> dict:
 
         async def one(i: int) -> None:
             req = requests[i]
-            rec = RequestRecord(id=i, scheduled=float(times[i]),
+            rec = RequestRecord(id=i, scheduled=float(times[i]), dispatched=loop.time() - t0,
                                 warmup=bool(times[i] < cfg.warmup), max_tokens=req.max_tokens,
                                 prompt_len=req.prompt_len, tag=req.tag)
             if slots is not None:
@@ -165,7 +165,8 @@ async def run_async(cfg: BenchConfig) -> dict:
 
     clock = cfg.slo_clock if cfg.slo_clock != "auto" else (
         "send" if math.isinf(cfg.rate) else "schedule")
-    summary = summarize(sorted(records, key=lambda r: r.id), cfg.rate, cfg.slo, clock)
+    summary = summarize(sorted(records, key=lambda r: r.id), cfg.rate, cfg.slo, clock,
+                        capped=cfg.concurrency is not None)
     summary["run"] = {
         "started": started, "out_dir": str(out), "interrupted": interrupted,
         "arrivals": arrivals.describe(cfg.rate, kind, cfg.burstiness),

@@ -217,3 +217,18 @@ def test_dispatcher_does_not_drift_when_every_wakeup_is_late(tmp_path, monkeypat
         s = bench(url, tmp_path, output_len=2, rate=100, arrival="constant", num_requests=100)
     assert abs(s["rate"]["achieved_vs_target"] - 1) < 0.03
     assert s["rate"]["dispatch_lag_ms"]["p50"] >= 4  # each send was late, none accumulated
+
+
+def test_fake_server_speaks_to_the_official_openai_client():
+    openai = pytest.importorskip("openai")  # optional: the bench itself never needs it
+    with fake_server(ttft_ms=1, tpot_ms=1) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused")
+        assert [m.id for m in c.models.list()] == ["fake-model"]
+        full = c.completions.create(model="fake-model", prompt="one two three", max_tokens=3)
+        assert full.usage.completion_tokens == 3 and full.usage.prompt_tokens == 3
+        chunks = list(c.chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": "hi there"}],
+            max_tokens=4, stream=True, stream_options={"include_usage": True}))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == " tok" * 4
+    assert chunks[-1].usage.completion_tokens == 4

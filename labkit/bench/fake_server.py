@@ -116,7 +116,7 @@ class FakeServer:
                     "requests": self.n_requests, "config": asdict(self.cfg),
                     "ttft_ms": _median(self.ttft_ms), "tpot_ms": _median(self.tpot_ms),
                     "ttft_ms_max": max(self.ttft_ms, default=None),
-                    "max_in_flight": self.max_in_flight})
+                    "max_in_flight": self.max_in_flight, "cpu_s": time.process_time()})
             return self.respond(writer, "200 OK", {"status": "ok"})
         if method != "POST" or path not in ("/v1/completions", "/v1/chat/completions"):
             return self.respond(writer, "404 Not Found", {"error": {"message": path}})

@@ -119,10 +119,9 @@ async def run_async(cfg: BenchConfig) -> dict:
         slots = asyncio.Semaphore(cfg.concurrency) if cfg.concurrency else None
         bar = tqdm(total=len(times), file=sys.stderr, unit="req", disable=not cfg.progress,
                    desc=f"bench {cfg.workload}", mininterval=0.5)
-        # requests.jsonl: one line per finished request, flushed at once, so a crash or
-        # Ctrl-C loses nothing that completed. Opened fresh: one run, one file.
-        # A raw file descriptor: one write() system call per record, no Python buffer
-        # that a crash could lose.
+        # requests.jsonl: one line per finished request, written at once with one write()
+        # on a raw file descriptor (no Python buffer), so a crash or Ctrl-C loses nothing
+        # that completed. Opened fresh: one run, one file.
         jsonl = os.open(out / "requests.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         # Freeze what exists now so the garbage collector does not rescan it mid-run; a
         # multi-millisecond GC pause would land in someone's TTFT.

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "labkit.runner",  # run
     "labkit.models.cli",  # model build / info
     "labkit.exercises",  # exercises export
+    "labkit.distributed.manifests_cli",  # manifests
     "labkit.portfolio.cli",  # portfolio build
 ]
 

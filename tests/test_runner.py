@@ -54,9 +54,8 @@ def test_unknown_parameter_stops_the_run_before_any_notebook(env, capsys):
 def test_run_records_reports_failures_times_out_and_resumes(env, capsys):
     tmp, profile = env
     before = {p.pid for p in psutil.process_iter()}
-    rc = cli.main(["run", "--profile", profile, "--timeout", "15",
-                   "-p", f"hf_token={SECRET}", "-p", "03.seconds=600"])
-    assert rc == 1  # one lab failed, one timed out
+    rc = cli.main(["run", "01", "02", "--profile", profile, "-p", f"hf_token={SECRET}"])
+    assert rc == 1  # one lab failed
     out = capsys.readouterr()
     run_dir = Path(out.out.strip().splitlines()[-1])
     assert ("02_fail failed at notebook cell #3 (In [3]): ValueError: deliberate failure"
@@ -67,15 +66,20 @@ def test_run_records_reports_failures_times_out_and_resumes(env, capsys):
     assert json.loads((run_dir / "01_ok" / "status.json").read_text())["status"] == "completed"
     fail = json.loads((run_dir / "02_fail" / "status.json").read_text())
     assert fail["status"] == "failed" and fail["cell"] == 3
-    hang = json.loads((run_dir / "03_hang" / "status.json").read_text())
-    assert hang["status"] == "timeout"
 
     # The kernel saw the token (the careless lab printed it) but no file keeps it.
     for f in run_dir.rglob("*"):
         if f.is_file():
             assert SECRET not in f.read_text(errors="ignore"), f
     assert "***redacted***" in (run_dir / "01_ok" / "01_ok.ipynb").read_text()
-    # The timed-out lab's kernel is gone too: no process started by the run survives.
+
+    # A lab past its timeout is stopped, kernel included, and reported.
+    rc = cli.main(["run", "03", "--profile", profile, "--resume", str(run_dir),
+                   "--timeout", "10", "-p", "03.seconds=600"])
+    assert rc == 1
+    assert "03_hang timeout" in capsys.readouterr().err
+    hang = json.loads((run_dir / "03_hang" / "status.json").read_text())
+    assert hang["status"] == "timeout"
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
                  and "ipykernel" in " ".join(p.info["cmdline"] or [])]
     assert not leftovers

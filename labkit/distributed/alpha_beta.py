@@ -87,7 +87,7 @@ def fit_alpha_beta(nbytes, seconds, huber_k: float = 1.345, max_iter: int = 50) 
 
 
 def fit_rows(rows: list[dict]) -> dict[str, AlphaBeta]:
-    """One fit per op from `labkit collectives` rows (S bytes vs mean slowest-rank time)."""
+    """One fit per op from `labkit collectives` rows (S bytes vs the `time` column)."""
     by_op: dict[str, tuple[list, list]] = {}
     for r in rows:
         if r.get("supported", True):

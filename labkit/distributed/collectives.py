@@ -1,7 +1,8 @@
 """An nccl-tests-style benchmark of torch.distributed collectives (gloo on CPU, nccl on GPU).
 
-    from labkit.distributed.collectives import run_collectives, format_table
-    report = run_collectives(backend="gloo", nproc=2, max_bytes=1 << 20)
+    from labkit.distributed.collectives import run_collectives
+    from labkit.distributed.table import format_table, size_sweep
+    report = run_collectives(backend="gloo", nproc=2, sizes=size_sweep(1024, 1 << 20))
     print(format_table(report))
 
 How one row is measured (same recipe as nccl-tests, see busbw.py for the bandwidths):
@@ -9,10 +10,13 @@ How one row is measured (same recipe as nccl-tests, see busbw.py for the bandwid
    would otherwise overflow to inf), run `warmup` untimed iterations;
 2. barrier, then run `iters` iterations back to back, timestamping after each (CUDA events on
    GPU, so we time the GPU work and not the kernel launch);
-3. per iteration take the *slowest rank's* time (one all_reduce MAX of all timestamps after
-   the loop, so the loop itself stays bare); report mean/min/max over iterations; algbw and
-   busbw come from the mean. (nccl-tests averages per rank first, then takes the max over
-   ranks; ours is never smaller, so our bandwidth is never flattering.)
+3. after the loop, one all_gather collects every rank's per-iteration times. The slowest
+   rank (largest mean) sets the row: its mean is exactly nccl-tests' `time` (each rank's
+   average, then the max over ranks) and feeds algbw and busbw; its fastest and slowest
+   iterations are the min and max columns.
+   Why not average the per-iteration maximum over ranks instead? Ranks get descheduled at
+   different moments, so per-iteration maxima overstate the time: by 0.3-12 % at 1-16 MiB
+   on a busy 2-core box (benchmarks/collectives_overhead.py). That is bias, not precision.
 4. with check=True, refill the inputs with known small integers (exact in every dtype,
    bf16 included), run the op once more and count wrong elements on all ranks (#wrong).
 An op the backend refuses (it raises for this dtype/op) becomes an "unsupported" row with the
@@ -130,18 +134,24 @@ def time_iterations(run, iters: int, device: str) -> list[float]:
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def slowest_rank(per_iter_s: list[float], device: str) -> list[float]:
-    """Per iteration, the time of the slowest rank (one all_reduce MAX for the whole loop)."""
+def gather_times(per_iter_s: list[float], device: str) -> list[list[float]]:
+    """Every rank's per-iteration seconds (ranks x iters), in one all_gather after the loop."""
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor(per_iter_s, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
+    local = torch.tensor(per_iter_s, dtype=torch.float64, device=device)
+    everyone = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(everyone, local)
+    return [t.tolist() for t in everyone]
 
 
-def bench_one(op, nbytes, dtype, device, redop="sum", iters=20, warmup=5, check=True):
-    """One table row: time `op` on a buffer of `nbytes` (nccl-tests' size) on every rank."""
+def bench_one(op, nbytes, dtype, device, redop="sum", iters=20, warmup=5, check=True,
+              keep_samples=False):
+    """One table row: time `op` on a buffer of `nbytes` (nccl-tests' size) on every rank.
+
+    keep_samples=True adds row["samples_s"]: every rank's per-iteration seconds (ranks x
+    iters), to look at jitter and skew between ranks.
+    """
     import torch
     import torch.distributed as dist
 
@@ -155,8 +165,12 @@ def bench_one(op, nbytes, dtype, device, redop="sum", iters=20, warmup=5, check=
         case.run()
     _sync(device)
     dist.barrier()  # everyone starts the timed loop together
-    times = slowest_rank(time_iterations(case.run, iters, device), device)
-    mean = sum(times) / len(times)
+    samples = gather_times(time_iterations(case.run, iters, device), device)
+    means = [sum(t) / len(t) for t in samples]  # == (last stamp - first stamp) / iters
+    slowest = max(range(n), key=means.__getitem__)
+    mean, times = means[slowest], samples[slowest]
+    if keep_samples:
+        row["samples_s"] = samples
     algbw, busbw = bandwidths(op, counts.param, elem, n, mean)
     row.update(time_us_mean=mean * 1e6, time_us_min=min(times) * 1e6,
                time_us_max=max(times) * 1e6, algbw_GBps=algbw, busbw_GBps=busbw,

@@ -223,13 +223,15 @@ def _supervise(procs, run_dir: Path, timeout: float, log) -> Exception | None:
 
 
 def _first_failure(bad: list[int], codes, run_dir: Path, tails) -> RankFailed:
-    # When rank 1 raises, rank 0 often fails a moment later with "connection closed by peer".
-    # The root cause is the rank whose traceback was written first.
+    # When rank 1 raises, rank 0 often fails a moment later with "connection closed by peer",
+    # and may even exit first. The root cause is the rank whose traceback was written first
+    # (workers write it before closing their sockets), whether or not it has exited yet.
     def when(r: int) -> float:
         f = run_dir / f"error-{r}.txt"
-        return f.stat().st_mtime if f.exists() else float("inf")
+        return f.stat().st_mtime_ns if f.exists() else float("inf")
 
-    r = min(bad, key=lambda r: (when(r), r))
+    written = [r for r in range(len(codes)) if (run_dir / f"error-{r}.txt").exists()]
+    r = min(set(bad) | set(written), key=lambda r: (when(r), r))
     f = run_dir / f"error-{r}.txt"
     tb = f.read_text() if f.exists() else ""
     return RankFailed(r, codes[r], tb, "\n".join(tails[r]))

@@ -59,8 +59,8 @@ def format_table(report: dict) -> str:
         f"# labkit collectives: backend {report['backend']}, {report['nranks']} ranks, "
         f"{report.get('device', '?')}, torch {report.get('torch', '?')}",
         f"# iters {report['iters']}, warmup {report['warmup']}, check "
-        f"{'on' if report['check'] else 'off'}; time = slowest rank per iteration, "
-        "mean (min, max) over iterations",
+        f"{'on' if report['check'] else 'off'}; time = slowest rank's mean per iteration "
+        "(as nccl-tests); min/max: its fastest/slowest iteration",
     ]
     for op in dict.fromkeys(r["op"] for r in report["rows"]):
         rows = [r for r in report["rows"] if r["op"] == op]

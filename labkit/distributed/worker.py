@@ -57,6 +57,12 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_error(run_dir: Path, rank: int) -> None:
+    path = run_dir / f"error-{rank}.txt"
+    if not path.exists():  # keep the first (root) traceback of this rank
+        _write_atomic(path, traceback.format_exc())
+
+
 def run(spec: dict, rank: int) -> None:
     run_dir = Path(spec["run_dir"])
     dist = None
@@ -87,6 +93,11 @@ def run(spec: dict, rank: int) -> None:
                 f"serialisable ({e}); return plain lists/dicts/numbers (e.g. tensor.tolist())"
             ) from None
         _write_atomic(run_dir / f"result-{rank}.json", text)
+    except BaseException:
+        # Before destroy_process_group: closing our sockets makes the peers fail too, and the
+        # launcher blames whoever wrote a traceback first. That must be us, the root cause.
+        write_error(run_dir, rank)
+        raise
     finally:
         if dist is not None and dist.is_initialized():
             dist.destroy_process_group()
@@ -101,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         run(spec, rank)
     except BaseException:  # noqa: BLE001 - every failure, even SystemExit, must reach the parent
         # Not printed here: the launcher raises it once, tagged with this rank.
-        _write_atomic(Path(spec["run_dir"]) / f"error-{rank}.txt", traceback.format_exc())
+        write_error(Path(spec["run_dir"]), rank)
         return 1
     return 0
 

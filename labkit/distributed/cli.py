@@ -70,8 +70,10 @@ def register(subparsers) -> None:
     p.add_argument("--factor", "-f", type=float, default=2.0, help="size multiplier per step")
     p.add_argument("--iters", "-n", type=int, default=20, help="timed iterations per size")
     p.add_argument("--warmup", "-w", type=int, default=5, help="untimed iterations first")
-    p.add_argument("--dtype", "-d", choices=DTYPES, default="float32")
-    p.add_argument("--redop", "-o", choices=("sum", "max", "min"), default="sum")
+    p.add_argument("--dtype", "-d", choices=DTYPES, default="float32", metavar="DTYPE",
+                   help=f"element type: {', '.join(DTYPES)} (default float32)")
+    p.add_argument("--redop", "-o", choices=("sum", "max", "min"), default="sum",
+                   help="reduction of all_reduce and reduce_scatter (default sum)")
     p.add_argument("--check", "-c", action=argparse.BooleanOptionalAction, default=True,
                    help="verify results with known inputs and count wrong elements")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before all ranks die")

@@ -127,16 +127,32 @@ def test_trtllm_prefix_reuse_off_goes_to_yaml(model, tmp_path):
 def test_mini_mapping(model):
     cfg = ServeConfig(model=model, port=8200, served_model_name="tiny", prefix_cache="radix",
                       policy="lpm", max_num_seqs=16, max_num_batched_tokens=512, block_size=16,
-                      kv_cache_tokens=8192, max_model_len=1024, device="cpu")
+                      kv_cache_tokens=8192, max_model_len=1024, dtype="float32", device="cpu")
     assert plan("mini", cfg).argv == [
         sys.executable, "-m", "labkit.engine.server", "--model", model, "--host", "127.0.0.1",
         "--port", "8200", "--served-model-name", "tiny", "--prefix-cache", "radix",
         "--policy", "lpm", "--max-num-seqs", "16", "--max-num-batched-tokens", "512",
         "--block-size", "16", "--kv-cache-tokens", "8192", "--max-model-len", "1024",
-        "--device", "cpu"]
+        "--dtype", "float32", "--device", "cpu"]
     # --no-prefix-caching on the mini engine means --prefix-cache none
     argv = plan("mini", ServeConfig(model=model, prefix_caching=False)).argv
     assert argv[argv.index("--prefix-cache") + 1] == "none"
+
+
+def test_mini_argv_parses_with_the_teaching_engines_own_parser(model):
+    if mini.missing():
+        pytest.skip("the teaching engine is not in this checkout")
+    from labkit.engine.server import build_parser
+
+    cfg = ServeConfig(model=model, port=8200, served_model_name="tiny", prefix_cache="hash",
+                      policy="lpm", max_num_seqs=16, max_num_batched_tokens=512, block_size=16,
+                      kv_cache_tokens=8192, max_model_len=1024, dtype="float32", device="cpu")
+    args = build_parser().parse_args(plan("mini", cfg).argv[3:])  # after python -m module
+    assert (args.model, args.host, args.port, args.served_model_name) == (
+        model, "127.0.0.1", 8200, "tiny")
+    assert (args.prefix_cache, args.policy, args.max_num_seqs, args.max_num_batched_tokens,
+            args.block_size, args.kv_cache_tokens, args.max_model_len, args.dtype,
+            args.device) == ("hash", "lpm", 16, 512, 16, 8192, 1024, "float32", "cpu")
 
 
 # Every combination of the common knobs emits only flags from the cited tables.
@@ -177,6 +193,7 @@ def test_only_documented_flags_are_emitted(engine, mod, model, tmp_path):
     ("trtllm", {"device": "cpu"}, "GPU only"),
     ("mini", {"tensor_parallel_size": 2}, "one device"),
     ("mini", {"gpu_memory_utilization": 0.5}, "--kv-cache-tokens"),
+    ("mini", {"chunked_prefill": False}, "chunks"),
 ])
 def test_knobs_an_engine_lacks_are_refused_not_dropped(engine, cfg, needle, model, tmp_path):
     with pytest.raises(UserError, match=needle):
@@ -201,7 +218,7 @@ def test_metric_tables_map_concepts_across_engines():
     assert table["requests_waiting"] == {"vllm": "vllm:num_requests_waiting",
                                          "sglang": "sglang:num_queue_reqs",
                                          "trtllm": "trtllm_num_requests_waiting",
-                                         "mini": None}
+                                         "mini": "vllm:num_requests_waiting"}
     assert metric_name("sglang", "prefix_cache_hit_rate") == "sglang:cache_hit_rate"
     assert metric_name("sglang", "tpot_seconds") is None  # SGLang exports ITL, not TPOT
     for engine, prefix in [("vllm", "vllm:"), ("sglang", "sglang:"), ("trtllm", "trtllm_")]:

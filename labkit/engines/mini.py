@@ -1,9 +1,10 @@
 """The teaching engine (labkit/engine/): the common config mapped to its server's flags.
 
-It runs on the CPU tier next to vLLM's CPU build, with the same OpenAI API, so a lab can
-compare a radix prefix cache with a block-hash one, or fcfs with longest-prefix-match
-scheduling, on one machine. Its KV cache is sized in tokens (--kv-cache-tokens), the unit
-the KV-cache lab reasons in.
+It runs on the CPU tier next to vLLM's CPU build, with the same OpenAI API and vLLM's metric
+names, so a lab can compare a radix prefix cache with a block-hash one, or fcfs with
+longest-prefix-match scheduling, on one machine. Its KV cache is sized in tokens
+(--kv-cache-tokens), the unit the KV-cache lab reasons in. It always chunks long prompts
+(chunks of --max-num-batched-tokens), so chunked prefill can be asked for but not turned off.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from labkit.engines import vllm
 from labkit.engines.config import LaunchPlan, ServeConfig, common_env, opt, resolve_model
+from labkit.errors import UserError
 
 NAME = "mini"
 TITLE = "the teaching engine"
@@ -22,8 +25,8 @@ INSTALL_HINT = ("the teaching engine ships with labkit (labkit/engine/, built by
                 "issue); this checkout does not have it yet — update labkit, or use "
                 "--engine vllm meanwhile")
 
-# Knob -> flag. Source: the server's own argparse, `python -m labkit.engine.server --help`
-# (the interface agreed for issue 5, item 1).
+# Knob -> flag. Source: the server's own argparse (labkit/engine/server.py build_parser(),
+# `python -m labkit.engine.server --help`); tests parse our argv with that very parser.
 FLAGS = {
     "model": "--model",
     "host": "--host",
@@ -36,13 +39,15 @@ FLAGS = {
     "block_size": "--block-size",
     "kv_cache_tokens": "--kv-cache-tokens",
     "max_model_len": "--max-model-len",
+    "dtype": "--dtype",  # auto, float32, bfloat16, float16
     "device": "--device",
 }
 DOCUMENTED_FLAGS = set(FLAGS.values())
 
-# The teaching engine's metric names are its own (see labkit/engine/); none are assumed here.
+# It exports vLLM's names and meanings (labkit/engine/metrics.py), on purpose: one dashboard
+# and one bench read both engines.
 METRICS_PATH = "/metrics"
-METRICS: dict[str, str] = {}
+METRICS = dict(vllm.METRICS)
 
 
 def missing() -> str | None:
@@ -55,15 +60,15 @@ def missing() -> str | None:
 
 def build(cfg: ServeConfig, workdir: Path | None = None) -> LaunchPlan:
     cfg.reject("the teaching engine", {
-        "chunked_prefill": "its step budget is --max-num-batched-tokens; a prompt longer "
-                           "than that is prefilled in chunks of it",
-        "dtype": "it runs the checkpoint's dtype",
         "quantization": "it has no quantized kernels",
         "tensor_parallel_size": "it runs on one device",
         "kv_cache_gib": "size its KV cache in tokens with --kv-cache-tokens",
         "gpu_memory_utilization": "size its KV cache in tokens with --kv-cache-tokens",
         "enforce_eager": "it is always eager",
     })
+    if cfg.chunked_prefill is False:
+        raise UserError("the teaching engine always prefills long prompts in chunks of "
+                        "--max-num-batched-tokens; raise that instead of turning chunking off")
     prefix_cache = cfg.prefix_cache
     if prefix_cache is None and cfg.prefix_caching is not None:
         prefix_cache = "radix" if cfg.prefix_caching else "none"
@@ -77,6 +82,7 @@ def build(cfg: ServeConfig, workdir: Path | None = None) -> LaunchPlan:
     opt(argv, "--block-size", cfg.block_size)
     opt(argv, "--kv-cache-tokens", cfg.kv_cache_tokens)
     opt(argv, "--max-model-len", cfg.max_model_len)
+    opt(argv, "--dtype", cfg.dtype)
     opt(argv, "--device", cfg.device)
     argv += cfg.extra_args
     env = {**common_env(cfg.model), **cfg.extra_env}

@@ -11,7 +11,10 @@ Points `labkit.bench` at labkit's fake server, whose TTFT and per-token delay ar
 - dispatch lag (fired − scheduled) p50/p99: how late the dispatcher fired.
 
 Server and client run as separate processes on the same machine, as a learner would run
-them; both share its cores, which is the hard case for a 2-core laptop.
+them; both share its cores, which is the hard case for a 2-core laptop. On a machine that
+other people load, each process wake-up can wait milliseconds for a core and that lands in
+every latency; `chrt -f 10 python benchmarks/bench_fidelity.py` (real-time scheduling for
+both processes, root only) measures the load generator itself, free of the neighbours.
 
     .venv/bin/python benchmarks/bench_fidelity.py                 # 10,50,100,200 req/s
     .venv/bin/python benchmarks/bench_fidelity.py --rates 300,400 --duration 5
@@ -130,7 +133,10 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     rows = run([float(x) for x in args.rates.split(",")], args.duration, args.ttft_ms,
                args.tpot_ms, args.output_len, args.arrival, args.seed)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average before the run "
+    policy = {os.SCHED_OTHER: "normal", os.SCHED_FIFO: "real-time FIFO (chrt -f)",
+              os.SCHED_RR: "real-time RR"}.get(os.sched_getscheduler(0), "other")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {policy} scheduling, "
+          f"load average before the run "
           f"{load_before:.2f}, after {os.getloadavg()[0]:.2f}; Python {platform.python_version()}")
     print(markdown(rows, args))
     if args.json:

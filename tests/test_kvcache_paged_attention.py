@@ -55,7 +55,7 @@ def test_matches_dense_sdpa_on_random_shapes(impl, decode):
         torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
 
 
-def test_decode_is_the_default_and_custom_scale_is_used():
+def test_decode_is_the_default_and_custom_scale_is_used():  # impl="auto"
     rng = random.Random(7)
     args, ref = make_batch(rng, 3, 4, 2, 2, 8, decode=True)
     q, kc, vc, tables, ctx, _ = args
@@ -64,10 +64,11 @@ def test_decode_is_the_default_and_custom_scale_is_used():
     assert not torch.allclose(other, ref, atol=1e-3)
 
 
-def test_half_precision_inputs_compute_in_fp32_and_return_input_dtype():
+@pytest.mark.parametrize("impl", ["reference", "sdpa"])
+def test_half_precision_inputs_return_input_dtype(impl):
     rng = random.Random(3)
     args, ref = make_batch(rng, 3, 8, 2, 2, 16, decode=False, dtype=torch.bfloat16)
-    out = paged_attention(*args)
+    out = paged_attention(*args, impl=impl)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
 

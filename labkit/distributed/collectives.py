@@ -15,8 +15,8 @@ How one row is measured (same recipe as nccl-tests, see busbw.py for the bandwid
    average, then the max over ranks) and feeds algbw and busbw; its fastest and slowest
    iterations are the min and max columns.
    Why not average the per-iteration maximum over ranks instead? Ranks get descheduled at
-   different moments, so per-iteration maxima overstate the time: by 0.3-12 % at 1-16 MiB
-   on a busy 2-core box (benchmarks/collectives_overhead.py). That is bias, not precision.
+   different moments, so per-iteration maxima overstate the time: by 0.5-8 % at 1-16 MiB
+   on the shared 2-core dev box (benchmarks/README.md). That is bias, not precision.
 4. with check=True, refill the inputs with known small integers (exact in every dtype,
    bf16 included), run the op once more and count wrong elements on all ranks (#wrong).
 An op the backend refuses (it raises for this dtype/op) becomes an "unsupported" row with the

@@ -37,15 +37,18 @@ def test_reported_ttft_and_tpot_match_the_injected_latencies(tmp_path, api):
                   num_requests=50, api=api)
     lat = s["latency_ms"]
     assert s["requests"]["completed"] == 50
-    # The server never answers early. On a quiet machine the p50 lands within 2 ms of the
-    # server's own figure (benchmarks/README.md); the slack here is for a shared 2-core CI
-    # box, where each process wake-up can wait milliseconds for a core. A client that
-    # timed the chat role chunk would report ~0; one that drifted, far more.
-    assert 40 <= lat["ttft"]["p50"] < 48
-    assert abs(lat["tpot"]["p50"] - 8) < 1.0
-    assert abs(lat["itl"]["p50"] - 8) < 1.5
-    # GuideLLM's convention includes the first token: (40 + 9·8)/10 = 11.2 ms
-    assert 11.2 <= lat["per_token_latency"]["p50"] < 11.8
+    # TPOT is a difference of two client timestamps, so scheduling noise cancels: it must
+    # come back within a millisecond of the injected 8 ms.
+    assert abs(lat["tpot"]["p50"] - 8) < 1.0, lat["tpot"]
+    assert abs(lat["itl"]["p50"] - 8) < 1.5, lat["itl"]
+    # TTFT: the server never answers early. On an unloaded machine the p50 lands within
+    # 2 ms of the server's own figure (benchmarks/README.md). Here the upper bound allows for
+    # a shared 2-core box, where each process wake-up can wait milliseconds for a core (seen
+    # +8 ms at load average 7). The bugs this catches are larger than that: timing the chat
+    # role chunk gives ~0, and a 100-connection cap or relative sleeps add tens of ms.
+    assert 40 <= lat["ttft"]["p50"] < 55, lat["ttft"]
+    # GuideLLM's convention includes the first token: (TTFT + 9·8)/10 ≥ 11.2 ms
+    assert 11.2 <= lat["per_token_latency"]["p50"] < 12.7, lat["per_token_latency"]
     assert s["tokens"]["client_vs_usage_mismatch_rate"] == 0
     assert s["tokens"]["output_tokens"] == 500
     assert abs(s["rate"]["achieved_vs_target"] - 1) < 0.02
@@ -232,3 +235,17 @@ def test_fake_server_speaks_to_the_official_openai_client():
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert text == " tok" * 4
     assert chunks[-1].usage.completion_tokens == 4
+
+
+def test_duration_mode_with_a_sharegpt_file(tmp_path):
+    sample = Path(__file__).parent / "data" / "bench" / "sharegpt_sample.json"
+    with fake_server(ttft_ms=2, tpot_ms=1) as url:
+        s = run_bench(BenchConfig(base_url=url, model="fake-model", out_dir=str(tmp_path),
+                                  progress=False, workload=f"sharegpt:{sample}", rate=40,
+                                  duration=0.5, api="chat"))
+    recs = load_records(tmp_path / "requests.jsonl")
+    assert 8 <= len(recs) <= 40 and all(r.scheduled < 0.5 for r in recs)
+    assert s["requests"]["completed"] == len(recs)
+    # max_tokens came from the file's replies, and the server's usage agrees with them
+    assert {r.completion_tokens for r in recs} == {r.max_tokens for r in recs}
+    assert len({r.max_tokens for r in recs}) == 3

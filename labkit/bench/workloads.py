@@ -86,7 +86,7 @@ class Request:
 @dataclass
 class WorkloadParams:
     input_len: int = 256  # random: prompt words
-    output_len: int | None = 128  # max_tokens; sharegpt: None = the dataset reply's length
+    output_len: int | None = None  # max_tokens; None: 128, or for sharegpt the reply's length
     range_ratio: float = 0.0  # random: lengths uniform in [len*(1-r), len*(1+r)]
     num_groups: int = 8  # shared-prefix
     system_prompt_len: int = 512  # shared-prefix (and multi-turn's opening system prompt)

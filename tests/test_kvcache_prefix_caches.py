@@ -167,3 +167,18 @@ def test_no_cache_never_hits_but_still_allocates_blocks():
     assert cache.pool.num_free_blocks == 4
     blocks = cache.allocate(33)
     assert len(blocks) == 3
+
+
+def test_free_tokens_excludes_cached_entries_and_evictable_counts_them():
+    for cache in (HashPrefixCache(64, 4), RadixPrefixCache(64)):
+        cache.insert(list(range(32)))
+        assert cache.cached_tokens == cache.evictable_tokens == 32
+        assert cache.free_tokens == 32  # allocating more than this evicts
+        m = cache.match(list(range(20)))
+        cache.lock(m)
+        assert cache.evictable_tokens == 32 - m.hit_len and cache.free_tokens == 32
+        cache.allocate(40)  # 8 tokens more than free: eviction of unlocked entries
+        # hash drops exactly 2 blocks; radix drops the whole unlocked leaf [20..31] (12 tokens)
+        assert cache.cached_tokens == {"hash": 24, "radix": 20}[cache.name]
+        assert cache.free_tokens == {"hash": 0, "radix": 4}[cache.name]
+        assert cache.match(list(range(20))).hit_len == 20

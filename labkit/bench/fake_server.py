@@ -15,8 +15,11 @@ Faults on demand, chosen deterministically by arrival order (so tests can count 
   multi_token_chunk_rate  share of those that stream two tokens per chunk, as engines do
                with speculative decoding: counting chunks then undercounts tokens.
 
+Also: GET /health, /v1/models, /stats (the server's own measured TTFT and TPOT medians,
+most requests in flight at once, CPU seconds used) and /reset (forget those figures).
+
 It is a small HTTP/1.1 implementation on raw asyncio streams (keep-alive, chunked
-transfer), light enough to serve hundreds of streaming requests per second on one core.
+transfer): 200 streaming requests/s of 16 tokens cost it about a fifth of one core.
 
     python -m labkit.bench.fake_server --ttft-ms 50 --tpot-ms 10 --port 8000
 """

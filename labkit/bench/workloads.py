@@ -172,8 +172,8 @@ def multi_turn_requests(n: int, p: WorkloadParams, rng) -> list[Request]:
 def load_sharegpt(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"ShareGPT file {path} not found; pass a local JSON file "
-                        f"(a list of {{'conversations': [{{'from': 'human', 'value': …}}, …]}}). "
+        raise UserError(f"ShareGPT file {path} not found; pass a local JSON file (a list of "
+                        "{'conversations': [{'from': 'human', 'value': …}, …]}). "
                         "labkit never downloads datasets at run time.")
     try:
         data = json.loads(path.read_text())

@@ -21,7 +21,10 @@ COMMAND_MODULES = [
     "labkit.runner",  # run
     "labkit.models.cli",  # model build / info
     "labkit.exercises",  # exercises export
+    "labkit.distributed.cli",  # collectives, nccl-log, topo
     "labkit.distributed.manifests_cli",  # manifests
+    "labkit.kvcache.cli",  # kvcache simulate / trace
+    "labkit.bench.cli",  # bench
     "labkit.portfolio.cli",  # portfolio build
 ]
 

@@ -1,0 +1,155 @@
+"""`python -m labkit.engine.server --model PATH` — serve the teaching engine over HTTP.
+
+The flags mirror vLLM's where the knob exists there (--max-num-seqs,
+--max-num-batched-tokens, --block-size, --max-model-len, --served-model-name), so a
+learner can put the two engines side by side with the same numbers. `labkit serve
+--engine mini` starts exactly this module with these flags.
+
+Shutdown: SIGTERM or Ctrl-C stops accepting connections, lets running requests finish
+(up to --graceful-shutdown-s seconds), stops the engine thread and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import socket
+import sys
+
+from labkit.errors import UserError
+
+EPILOG = """\
+examples:
+  python -m labkit.engine.server --model "$(labkit model build)" --port 8000
+  python -m labkit.engine.server --model PATH --prefix-cache hash --block-size 16 --policy lpm
+  curl -s localhost:8000/v1/completions -H 'Content-Type: application/json' \\
+       -d '{"prompt": "def fib(n):", "max_tokens": 16, "temperature": 0}'
+  curl -s localhost:8000/metrics | grep '^vllm:'
+
+what the sizes mean:
+  --max-num-batched-tokens  tokens one forward pass may process (decodes cost 1 each;
+                            longer prompts are split into chunks of at most this size)
+  --kv-cache-tokens         KV memory, in tokens; the tiny Llama needs 4 KiB per token
+                            (4 layers x K and V x 2 heads x 64 dims x 4 bytes)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m labkit.engine.server",
+        description="labkit's teaching engine: continuous batching, chunked prefill, paged KV "
+                    "cache with radix or hash prefix caching, OpenAI-compatible HTTP API and "
+                    "Prometheus metrics under vLLM's names.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="Hugging Face model directory (config.json, "
+                   "*.safetensors, tokenizer files), e.g. the path `labkit model build` prints")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--served-model-name", help="model name clients send and /v1/models shows "
+                   "(default: the --model path, as vLLM does)")
+    p.add_argument("--prefix-cache", choices=("radix", "hash", "none"), default="radix",
+                   help="radix: SGLang-style tree, token-granular hits (default); hash: "
+                   "vLLM-style chained block hashes, full blocks only; none: no reuse")
+    p.add_argument("--policy", choices=("fcfs", "lpm"), default="fcfs",
+                   help="admission order: fcfs = arrival order (default); lpm = longest "
+                   "cached prefix first (more cache hits, can starve unlucky requests)")
+    p.add_argument("--max-num-seqs", type=int, default=64,
+                   help="most requests running at once, the batch size ceiling (default 64)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=2048,
+                   help="token budget of one step (default 2048)")
+    p.add_argument("--block-size", type=int, default=16,
+                   help="tokens per KV block for --prefix-cache hash|none (radix uses 1)")
+    p.add_argument("--kv-cache-tokens", type=int, default=32768,
+                   help="KV cache capacity in tokens (default 32768)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--max-model-len", type=int,
+                   help="longest prompt + output in tokens (default: the model's "
+                   "max_position_embeddings)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="weights and KV dtype (default auto: the checkpoint's)")
+    p.add_argument("--num-threads", type=int,
+                   help="torch CPU threads for the forward pass (default: torch's choice)")
+    p.add_argument("--graceful-shutdown-s", type=float, default=10.0,
+                   help="on SIGTERM/Ctrl-C, how long running requests may take to finish")
+    return p
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before loading the model: a busy port fails in a second, not after the load."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine, LISTEN is not
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} on {host} is already in use (another server?); stop "
+                            f"it (`ss -ltnp 'sport = :{port}'` shows who holds it) or pass "
+                            "--port with a free port") from None
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror}; check --host") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_engine_config(args):
+    from labkit.engine.config import EngineConfig
+
+    return EngineConfig(
+        model=args.model, served_model_name=args.served_model_name,
+        prefix_cache=args.prefix_cache, policy=args.policy, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
+        kv_cache_tokens=args.kv_cache_tokens, device=args.device,
+        max_model_len=args.max_model_len, dtype=args.dtype, num_threads=args.num_threads)
+
+
+def serve(args) -> int:
+    import uvicorn
+
+    from labkit.engine.api import build_app
+    from labkit.engine.async_engine import AsyncEngine
+    from labkit.engine.engine import LLMEngine
+    from labkit.engine.metrics import EngineMetrics
+
+    config = make_engine_config(args)
+    sock = bind_socket(args.host, args.port)
+    if config.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda but torch sees no CUDA GPU; use --device cpu")
+    metrics = EngineMetrics(config.served_model_name)
+    engine = LLMEngine(config, metrics)
+    app = build_app(AsyncEngine(engine), metrics, config.served_model_name)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # uvicorn would re-raise the signal after shutting down (exit status 143);
+            # a clean, graceful stop is exit status 0. A second Ctrl-C forces it.
+            self.force_exit = self.should_exit
+            self.should_exit = True
+
+    server = Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                   timeout_graceful_shutdown=args.graceful_shutdown_s))
+    kv_mib = engine.runner.kv_cache_bytes / 2**20
+    print(f"labkit engine: serving {config.served_model_name!r} on http://{args.host}:{args.port} "
+          f"(prefix cache {config.prefix_cache}, policy {config.policy}, KV {config.kv_cache_tokens} "
+          f"tokens = {kv_mib:.0f} MiB, device {config.device})", file=sys.stderr, flush=True)
+    server.run(sockets=[sock])
+    print("labkit engine: shut down", file=sys.stderr, flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return serve(args)
+    except UserError as e:
+        print(f"labkit engine: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

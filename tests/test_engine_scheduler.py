@@ -1,0 +1,172 @@
+"""Scheduler unit tests: no model, a fake forward pass that 'samples' a fixed token.
+
+Each test drives Scheduler.schedule() the way the engine does (computed tokens advance by
+the scheduled amount; a sequence whose tokens are all computed gets one new token) and
+checks the policies: token budget, seat limit, preemption, FCFS and LPM order.
+"""
+
+import random
+
+import pytest
+
+from labkit.engine.scheduler import Scheduler
+from labkit.engine.sequence import SamplingParams, Sequence
+from labkit.kvcache.hash_cache import HashPrefixCache
+from labkit.kvcache.prefix_cache import NoPrefixCache
+from labkit.kvcache.radix_cache import RadixPrefixCache
+
+CACHES = {
+    "radix": lambda cap, bs: RadixPrefixCache(cap),
+    "hash": lambda cap, bs: HashPrefixCache(cap, bs),
+    "none": lambda cap, bs: NoPrefixCache(cap, bs),
+}
+
+
+def make_seq(i, prompt, max_tokens=4):
+    return Sequence(f"r{i}", prompt, SamplingParams(max_tokens=max_tokens, temperature=0),
+                    arrival_time=float(i))
+
+
+def fake_step(sched: Scheduler, token: int = 7):
+    """What the engine does after the model ran: advance, append a token, finish."""
+    batch = sched.schedule()
+    for seq, n in zip(batch.seqs, batch.num_new_tokens):
+        assert n >= 1
+        assert len(seq.block_table) * sched.block_size >= seq.num_computed_tokens + n
+        seq.num_computed_tokens += n
+        if seq.num_computed_tokens == seq.num_tokens:
+            seq.output_token_ids.append(token)
+            if seq.num_output_tokens >= seq.params.max_tokens:
+                sched.finish(seq, "length")
+    return batch
+
+
+def run_to_completion(sched, max_steps=10_000):
+    batches = []
+    while sched.has_unfinished():
+        batches.append(fake_step(sched))
+        assert len(batches) < max_steps, "scheduler made no progress"
+    return batches
+
+
+@pytest.mark.parametrize("kind", sorted(CACHES))
+def test_token_budget_and_seat_limit_are_respected(kind):
+    rng = random.Random(0)
+    sched = Scheduler(CACHES[kind](4096, 4), max_num_seqs=5, max_num_batched_tokens=24)
+    seqs = [make_seq(i, [rng.randrange(100, 200) for _ in range(rng.randrange(1, 60))],
+                     max_tokens=rng.randrange(1, 6)) for i in range(20)]
+    for s in seqs:
+        sched.add(s)
+    batches = run_to_completion(sched)
+    assert all(b.num_batched_tokens <= 24 for b in batches)
+    assert all(len(b) <= 5 for b in batches)
+    # Long prompts really were chunked: some sequence needed several prefill steps.
+    assert any(n == 24 for b in batches for n in b.num_new_tokens)
+    assert all(s.num_output_tokens == s.params.max_tokens for s in seqs)
+    assert sched.prefix_cache_queries == sum(s.num_prompt_tokens for s in seqs)
+    sched.cache.pool.check_invariants()
+
+
+@pytest.mark.parametrize("kind", sorted(CACHES))
+def test_preemption_frees_blocks_and_the_request_finishes_later(kind):
+    # 64 token slots; three requests that each grow to 10 + 20 = 30 tokens cannot all fit.
+    cache = CACHES[kind](64, 4)
+    sched = Scheduler(cache, max_num_seqs=8, max_num_batched_tokens=64)
+    seqs = [make_seq(i, [10 * i + j for j in range(10)], max_tokens=20) for i in range(3)]
+    for s in seqs:
+        sched.add(s)
+    preempted_seen = []
+    while sched.has_unfinished():
+        batch = fake_step(sched)
+        for victim in batch.preempted:
+            preempted_seen.append(victim.request_id)
+            # The victim holds nothing now and waits in the queue to be recomputed.
+            assert victim.block_table == [] and victim.prefix is None
+            assert victim.num_computed_tokens == 0 and victim in sched.waiting
+        # No leak: every block in use belongs to a running request (or, for radix, to the
+        # tree, which keeps finished and preempted requests' KV).
+        in_use = {b for b, r in enumerate(cache.pool.ref_cnt) if r > 0}
+        held = {b for s in sched.running for b in s.block_table}
+        if kind == "radix":
+            held |= {slot for node in cache._nodes() for slot in node.slots}
+        assert in_use == held
+    assert sched.num_preemptions == len(preempted_seen) > 0
+    assert all(s.num_output_tokens == 20 and s.finish_reason == "length" for s in seqs)
+    # Everything is reclaimable at the end: no leaked or still-locked blocks.
+    reclaimable = cache.free_tokens + cache.evictable_tokens
+    assert reclaimable == cache.capacity_tokens
+    cache.pool.check_invariants()
+
+
+def test_preempting_releases_kv_the_victim_can_reuse():
+    """With a prefix cache, the victim's computed KV stays cached until the space is needed:
+    the block-hash cache hands out the victim's uncached partial block first, so re-admission
+    hits most of what it had computed."""
+    cache = HashPrefixCache(64, 4)
+    sched = Scheduler(cache, max_num_seqs=8, max_num_batched_tokens=64)
+    a, b = make_seq(0, list(range(100, 130)), 30), make_seq(1, list(range(200, 230)), 30)
+    sched.add(a)
+    sched.add(b)
+    while not sched.num_preemptions:
+        fake_step(sched)
+    victim = sched.waiting[0]
+    assert victim is b  # the newest running request is preempted first
+    assert cache.match_prompt(victim.all_token_ids, record=False).hit_len > 0
+
+
+def _admit_order(policy, cache, prompts, seats=1):
+    sched = Scheduler(cache, max_num_seqs=seats, max_num_batched_tokens=1000, policy=policy)
+    seqs = [make_seq(i, p, max_tokens=1) for i, p in enumerate(prompts)]
+    for s in seqs:
+        sched.add(s)
+    order = []
+    while sched.has_unfinished():
+        batch = fake_step(sched)
+        order += [s.request_id for s in batch.seqs if s.num_output_tokens == 1 and s.is_finished]
+    return order
+
+
+@pytest.mark.parametrize("kind", ["radix", "hash"])
+def test_lpm_admits_the_longest_prefix_match_first_and_fcfs_by_arrival(kind):
+    shared = list(range(1000, 1032))  # 32 tokens: whole blocks for the hash cache too
+    prompts = [list(range(1, 40)),  # r0: matches nothing, arrived first
+               shared[:16] + list(range(50, 70)),  # r1: 16 cached tokens
+               shared + list(range(80, 90)),  # r2: 32 cached tokens
+               list(range(300, 320))]  # r3: nothing
+
+    def warm_cache():
+        cache = CACHES[kind](4096, 16)
+        cache.insert(shared)
+        return cache
+
+    assert _admit_order("fcfs", warm_cache(), prompts) == ["r0", "r1", "r2", "r3"]
+    assert _admit_order("lpm", warm_cache(), prompts) == ["r2", "r1", "r0", "r3"]
+
+
+def test_lpm_can_starve_a_request_that_matches_nothing():
+    """A steady stream of cache-friendly requests keeps overtaking the unmatched one."""
+    cache = RadixPrefixCache(4096)
+    shared = list(range(1000, 1064))
+    cache.insert(shared)
+    sched = Scheduler(cache, max_num_seqs=1, max_num_batched_tokens=1000, policy="lpm")
+    loner = make_seq(0, list(range(1, 30)), max_tokens=1)
+    sched.add(loner)
+    for i in range(1, 6):
+        sched.add(make_seq(i, shared + [i], max_tokens=1))
+    finished_before_loner = 0
+    while not loner.is_finished:
+        batch = fake_step(sched)
+        finished_before_loner += sum(1 for s in batch.seqs if s.is_finished and s is not loner)
+    assert finished_before_loner == 5
+
+
+def test_abort_releases_a_running_request():
+    cache = HashPrefixCache(256, 4)
+    sched = Scheduler(cache, max_num_seqs=4, max_num_batched_tokens=64)
+    seq = make_seq(0, list(range(40)), max_tokens=10)
+    sched.add(seq)
+    fake_step(sched)
+    assert cache.pool.num_used_blocks > 0
+    assert sched.abort("r0") is seq and seq.finish_reason == "abort"
+    assert not sched.has_unfinished() and cache.pool.num_used_blocks == 0
+    assert sched.abort("r0") is None

@@ -3,6 +3,8 @@
     from labkit.distributed.launch import launch
     results = launch("labkit.distributed.examples:hello", nproc=2)   # one value per rank
 
+or from a shell: `python -m labkit.distributed.launch labkit.distributed.examples:hello`.
+
 What it does, and why each part is there:
 - Each rank is a fresh `python -m labkit.distributed.worker` subprocess in its own session.
   Own session = own process group, so on failure, timeout or Ctrl-C we can kill a rank *and
@@ -235,3 +237,30 @@ def _first_failure(bad: list[int], codes, run_dir: Path, tails) -> RankFailed:
     f = run_dir / f"error-{r}.txt"
     tb = f.read_text() if f.exists() else ""
     return RankFailed(r, codes[r], tb, "\n".join(tails[r]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m labkit.distributed.launch module:function --nproc 2 --args '{"k": 1}'`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m labkit.distributed.launch",
+                                 description="Run N local ranks of a worker function.")
+    ap.add_argument("target", help="package.module:function, e.g. "
+                    "labkit.distributed.examples:hello")
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--backend", choices=("gloo", "nccl"), default=None)
+    ap.add_argument("--args", default="{}", help="keyword arguments as a JSON object")
+    ap.add_argument("--timeout", type=float, default=300)
+    a = ap.parse_args(argv)
+    try:
+        results = launch(a.target, nproc=a.nproc, backend=a.backend,
+                         args=json.loads(a.args), timeout=a.timeout)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

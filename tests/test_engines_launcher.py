@@ -22,10 +22,11 @@ import psutil
 import pytest
 
 import _fake_engine
-from labkit.engines import LaunchPlan, ServerStartError, launch, serve
+from labkit.engines import LaunchPlan, ServeConfig, ServerStartError, launch, serve
 from labkit.engines import cli, registry
 from labkit.engines.diagnose import likely_cause
-from labkit.engines.launcher import check_can_run, redact_argv
+from labkit.engines.launcher import check_can_run
+from labkit.engines.records import redact_argv
 from labkit.engines.ports import pick_free_port
 from labkit.errors import UserError
 
@@ -95,6 +96,18 @@ def test_start_health_logs_and_stop_kills_the_whole_tree(tmp_path):
         assert _gone(pids + [watchdog], timeout=10) == []
     finally:
         _kill(pids + [watchdog])
+
+
+def test_serve_picks_a_free_port_and_applies_overrides(fake_engine, model, tmp_path):
+    base = ServeConfig(model=model, port=None)
+    with serve("fake", config=base, extra_args=["--children", "1"], log_dir=tmp_path,
+               timeout=30) as server:
+        assert server.port != 8000 and server.base_url.endswith(f":{server.port}")
+        assert len(server.pids()) == 2  # the override reached the engine's argv
+        record = json.loads((tmp_path / "launch.json").read_text())
+        assert record["config"]["extra_args"] == ["--children", "1"]
+        pids = server.pids()
+    assert _gone(pids, timeout=10) == []
 
 
 def test_launch_record_hides_secret_flag_values():

@@ -6,7 +6,8 @@
 
 Files: config.py (the common ServeConfig), vllm.py / sglang.py / trtllm.py / mini.py (each
 engine's real flags and metric names), launcher.py (start, health wait, stop), process_tree.py
-and watchdog.py (no orphaned server), ports.py, diagnose.py (why a start failed),
+and watchdog.py (no orphaned server), ports.py, diagnose.py (why a start failed), records.py
+(log and launch.json in the run directory),
 metrics.py (one metric vocabulary across engines), cli.py (`labkit serve`).
 """
 

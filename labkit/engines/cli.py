@@ -144,7 +144,8 @@ def config_from_args(args):
 
 
 def print_dry_run(engine: str, cfg, log_dir) -> None:
-    from labkit.engines.launcher import check_can_run, default_log_dir, plan
+    from labkit.engines.launcher import check_can_run, plan
+    from labkit.engines.records import default_log_dir
     from labkit.errors import UserError
 
     if cfg.port is None:
@@ -187,7 +188,8 @@ def _raise_interrupt(signum, frame):
 
 
 def cmd_serve(args) -> int:
-    from labkit.engines.launcher import check_can_run, default_log_dir, serve
+    from labkit.engines.launcher import check_can_run, serve
+    from labkit.engines.records import default_log_dir
     from labkit.engines.ports import pick_free_port
 
     cfg = config_from_args(args)

@@ -16,7 +16,7 @@ Nothing is left running either when the kernel dies: see process_tree.py.
 from __future__ import annotations
 
 import atexit
-import datetime as _dt
+import dataclasses
 import json
 import os
 import subprocess
@@ -30,6 +30,7 @@ from labkit.engines import process_tree
 from labkit.engines.config import LaunchPlan, ServeConfig, has_nvidia_gpu
 from labkit.engines.diagnose import likely_cause
 from labkit.engines.ports import check_port, pick_free_port
+from labkit.engines.records import default_log_dir, write_launch_record
 from labkit.engines.registry import engine_module
 from labkit.errors import UserError
 
@@ -177,15 +178,8 @@ class Server:
                 start_new_session=True)  # own session: signals to our group miss it
 
     def _write_launch_record(self) -> None:
-        from labkit.runs import atomic_write_json  # scrubs secrets (an --api-key, a token)
-
-        atomic_write_json(self.log_dir / "launch.json", {
-            "engine": self.plan.engine, "base_url": self.base_url, "pid": self.proc.pid,
-            "argv": redact_argv(self.plan.argv), "env_added": self.plan.env, "files": list(self.plan.files),
-            "notes": self.plan.notes, "log": str(self.log_path),
-            "config": ({**vars(self.config), "extra_args": redact_argv(self.config.extra_args)}
-                       if self.config else None),
-            "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+        write_launch_record(self.log_dir / "launch.json", self.plan, base_url=self.base_url,
+                            pid=self.proc.pid, log_path=self.log_path, config=self.config)
 
     def _get(self, path: str) -> tuple[int, bytes]:
         try:
@@ -228,34 +222,6 @@ class Server:
             f"{self.log_tail(30)}", cause=cause, log_path=self.log_path, returncode=rc)
 
 
-def redact_argv(argv: list[str]) -> list[str]:
-    """Hide the value of secret-looking flags (--api-key KEY, --hf-token=T) before writing."""
-    from labkit.secrets import REDACTED, is_secret_name
-
-    out, hide_next = [], False
-    for a in argv:
-        if hide_next:
-            out.append(REDACTED)
-            hide_next = False
-        elif a.startswith("--") and "=" in a and is_secret_name(a[2:].split("=", 1)[0]):
-            out.append(a.split("=", 1)[0] + "=" + REDACTED)
-        else:
-            out.append(a)
-            hide_next = a.startswith("--") and is_secret_name(a[2:])
-    return out
-
-
-def default_log_dir(engine: str, port: int) -> Path:
-    """Inside the current run under `labkit run` (LABKIT_RUN_DIR), else runs/serve/<stamp>."""
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = os.environ.get("LABKIT_RUN_DIR")
-    if run_dir:
-        return Path(run_dir) / "serve" / f"{engine}-{port}-{stamp}"
-    from labkit.runs import runs_root
-
-    return runs_root() / "serve" / f"{stamp}-{engine}-{port}"
-
-
 def plan(engine: str, config: ServeConfig, log_dir: Path | None = None) -> LaunchPlan:
     """The launch plan alone (for --dry-run): argv, env and files, nothing started."""
     mod = engine_module(engine)
@@ -284,10 +250,15 @@ def serve(engine: str, model: str | None = None, *, port: int | None = None,
     """Start `engine` serving `model` and return once it answers /health and /v1/models.
 
     port=None picks a free port. Knobs are ServeConfig fields (max_num_seqs=8,
-    prefix_caching=False, kv_cache_gib=2, extra_args=["--seed", "0"], ...).
+    prefix_caching=False, kv_cache_gib=2, extra_args=["--seed", "0"], ...); given with a
+    `config`, they override its fields: serve("vllm", config=base, max_num_seqs=8).
     """
     if config is None:
         config = ServeConfig(model=model or "", port=port, **knobs)
+    else:
+        overrides = {**knobs, **({"model": model} if model else {}),
+                     **({"port": port} if port is not None else {})}
+        config = dataclasses.replace(config, **overrides)
     mod = engine_module(engine)
     check_can_run(engine)
     if config.port is None:

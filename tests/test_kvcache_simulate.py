@@ -11,8 +11,13 @@ from labkit.kvcache.simulate import simulate
 from labkit.kvcache.traces import TraceRequest, generate, read_trace, toy_tokenize, write_jsonl
 
 
-def req(rid, arrival, prompt, output_len=4, output=None):
-    return TraceRequest(rid, arrival, list(prompt), output_len, output)
+def req(rid, arrival, prompt, output_len=4, output=None, after=None):
+    return TraceRequest(rid, arrival, list(prompt), output_len, output, after=after)
+
+
+def as_requests(rows):
+    return [TraceRequest(r["id"], r["arrival"], r["prompt_token_ids"], r["output_len"], r.get("output_token_ids"),
+                         after=r.get("after")) for r in rows]
 
 
 # -- traces ---------------------------------------------------------------------------------------
@@ -39,7 +44,8 @@ def test_multi_turn_prompts_contain_the_whole_earlier_conversation():
         prev, cur = by_id[f"chat0-turn{turn - 1}"], by_id[f"chat0-turn{turn}"]
         history = prev["prompt_token_ids"] + prev["output_token_ids"]
         assert cur["prompt_token_ids"][: len(history)] == history
-        assert cur["arrival"] > prev["arrival"]
+        assert cur["arrival"] > prev["arrival"] and cur["after"] == prev["id"]
+    assert "after" not in by_id["chat0-turn0"]
 
 
 def test_branching_children_extend_their_parent_prompt_and_thought():
@@ -50,7 +56,7 @@ def test_branching_children_extend_their_parent_prompt_and_thought():
         child = by_id[f"tree0-node{k}"]
         head = root["prompt_token_ids"] + root["output_token_ids"]
         assert child["prompt_token_ids"][: len(head)] == head
-        assert child["arrival"] > root["arrival"]
+        assert child["arrival"] > root["arrival"] and child["after"] == root["id"]
     assert by_id["tree0-node0"]["prompt_token_ids"][-12:] != by_id["tree0-node1"]["prompt_token_ids"][-12:]
 
 
@@ -74,6 +80,7 @@ def test_text_mode_tokenises_equal_text_to_equal_ids(tmp_path):
     ('{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2, "output_token_ids": [5]}\n', "make them agree"),
     ('{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2}\n' * 2, "duplicate id"),
     ('[1, 2]\n', "expected a JSON object"),
+    ('{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2, "after": "zz"}\n', "names no request on an earlier line"),
     ('\n\n', "has no requests"),
 ])
 def test_bad_traces_name_the_line_and_the_fix(tmp_path, content, message):
@@ -131,6 +138,34 @@ def test_lpm_serves_the_longest_cached_prefix_first_fcfs_serves_arrival_order():
         order[policy] = [r["id"] for r in sorted(rows, key=lambda r: r["start"])]
     assert order["fcfs"] == [r.id for r in reqs]
     assert order["lpm"][1:4] == ["share0", "share1", "share2"]
+
+
+def test_a_request_waits_for_the_request_it_depends_on():
+    reqs = [req("turn0", 0.0, [1] * 30, output_len=100), req("other", 0.0, [2] * 30),
+            req("turn1", 0.1, [1] * 30 + [5, 6], after="turn0")]  # arrives while turn0 still runs
+    rows = {r["id"]: r for r in simulate(reqs, "radix", max_batch=8)["requests"]}
+    assert rows["turn0"]["start"] == rows["other"]["start"] == 0.0
+    assert rows["turn1"]["start"] > rows["turn1"]["arrival"]  # held back, not queued at 0.1
+    assert rows["turn1"]["ready"] == rows["turn1"]["start"] and rows["turn1"]["wait_s"] == 0
+    assert rows["turn1"]["hit_tokens"] == 30  # and so it hits what turn0 computed
+    with pytest.raises(UserError, match="not in the trace"):
+        simulate([req("a", 0, [1, 2], after="ghost")], "radix")
+
+
+def test_lpm_runs_one_of_several_requests_sharing_an_uncached_prefix_first():
+    """SGLang's in-batch prefix caching: siblings of a queued request wait one round, so
+    they hit the prefix it computes instead of computing it alongside it."""
+    prefix = list(range(100, 140))
+    reqs = [req(f"sib{i}", 0.0, prefix + [i]) for i in range(3)] + [req("solo", 0.0, [7] * 41)]
+    hits = {p: simulate(reqs, "radix", policy=p, max_batch=2)["summary"]["cached_tokens"] for p in ("fcfs", "lpm")}
+    assert hits == {"fcfs": 40, "lpm": 80}
+
+
+def test_lpm_on_dependent_workloads_lowers_mean_wait_but_stretches_the_tail():
+    reqs = as_requests(generate("branching", 120, seed=0, rate=20.0))
+    f = simulate(reqs, "radix", policy="fcfs", max_batch=4)["summary"]
+    lpm = simulate(reqs, "radix", policy="lpm", max_batch=4)["summary"]
+    assert lpm["mean_wait_s"] < f["mean_wait_s"] and lpm["p99_wait_s"] > f["p99_wait_s"]
 
 
 def test_small_capacity_evicts_and_too_small_capacity_is_a_user_error():

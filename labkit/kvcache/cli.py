@@ -28,7 +28,7 @@ What the numbers mean:
   prefill_tokens_computed  prompt_tokens - cached_tokens: the prefill work left to do
   evicted_tokens           cached tokens thrown away to make room (0 = capacity was enough)
   mean/p99_wait_s          queueing on a toy clock (not a latency prediction): compare fcfs
-                           and lpm to see LPM reorder the queue and starve some requests
+                           and lpm to see LPM cut the mean wait and starve the tail
 
 --capacity-tokens is the whole KV pool: running requests' KV and the cache share it, as
 in a real engine. Leave it out for "unlimited" (nothing is ever evicted).
@@ -44,7 +44,8 @@ examples:
 trace format (one JSON object per line):
   {"id": "r0", "arrival": 0.12, "prompt_token_ids": [1, 2, 3], "output_len": 64}
   ("prompt": "text" instead of prompt_token_ids is tokenised with --tokenizer or a toy
-  one-token-per-word tokenizer; optional "output_token_ids" give the answer's tokens)
+  one-token-per-word tokenizer; optional "output_token_ids" give the answer's tokens;
+  optional "after": "r0" holds a request back until r0 has finished, e.g. the next chat turn)
 """
 
 TRACE_HELP = """\

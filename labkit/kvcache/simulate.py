@@ -9,11 +9,14 @@ waits. So capacity, eviction and scheduling order all show up in the hit counts.
 
 The queue: requests that have arrived wait; the scheduler forms a batch of up to max_batch
 of them, in FCFS order (arrival) or LPM order (longest cached prefix first, SGLang's
-`--schedule-policy lpm`), stopping at the first one whose KV does not fit. Requests in one
+`--schedule-policy lpm`, with its in-batch prefix-caching rule and its FCFS fallback for
+queues over 128), stopping at the first one whose KV does not fit. Requests in one
 batch run together, so they cannot hit on each other's KV — only on what finished earlier.
 A toy clock (prefill_s_per_token per computed prompt token + decode_s_per_token per step of
 the longest output) moves time forward so that requests pile up; it is not a latency model,
 it only makes the queue (and so LPM's reordering, and its starvation of unlucky requests) real.
+A request with `after` (the next chat turn, a child thought) joins the queue only once that
+request has finished; wait_s counts from when it joined.
 """
 
 from __future__ import annotations
@@ -70,35 +73,81 @@ def simulate(requests: list[TraceRequest], cache: str = "radix", block_size: int
     except ValueError as e:
         raise UserError(f"{e}; raise --capacity-tokens") from None
 
-    pending = sorted(requests, key=lambda r: r.arrival)  # stable: ties keep file order
-    waiting: list[TraceRequest] = []
+    known = {r.id for r in requests}
+    for r in requests:
+        if r.after is not None and r.after not in known:
+            raise UserError(f"request {r.id} waits for {r.after!r}, which is not in the trace")
+    pending = sorted(requests, key=lambda r: r.arrival)  # not in the queue yet; ties keep file order
+    waiting: list[TraceRequest] = []  # in queue order (the order they became ready)
     rows: dict[str, dict] = {}
-    clock, nxt, batches = 0.0, 0, 0
-    while nxt < len(pending) or waiting:
-        if not waiting and pending[nxt].arrival > clock:
-            clock = pending[nxt].arrival  # idle until the next request arrives
-        while nxt < len(pending) and pending[nxt].arrival <= clock:
-            waiting.append(pending[nxt])
-            nxt += 1
+    finished: dict[str, float] = {}  # id -> finish time
+    ready_at: dict[str, float] = {}
+    clock, batches = 0.0, 0
+
+    def ready_time(r):  # joins the queue at arrival, but never before the request it needs
+        if r.after is None:
+            return r.arrival
+        return max(r.arrival, finished[r.after]) if r.after in finished else None
+
+    while pending or waiting:
+        if not waiting:  # idle until the next request can be sent
+            times = [t for t in map(ready_time, pending) if t is not None]
+            if not times:
+                raise UserError("the remaining requests wait for each other (an `after` cycle); fix the trace")
+            clock = max(clock, min(times))
+        newly = sorted((r for r in pending if (ready_time(r) or 0) <= clock and ready_time(r) is not None),
+                       key=ready_time)
+        for r in newly:
+            ready_at[r.id] = ready_time(r)
+        pending = [r for r in pending if r.id not in ready_at]
+        waiting += newly
         if policy == "lpm":
-            # Longest prefix match first; ties (and SGLang's large-queue fallback) go by arrival.
-            hit = {r.id: kv.match_prompt(r.prompt_token_ids, record=False).hit_len for r in waiting}
-            waiting.sort(key=lambda r: (-hit[r.id], r.arrival))
+            _lpm_sort(kv, waiting)
         batch = _admit(kv, waiting, max_batch)
         for r, _, _ in batch:
             waiting.remove(r)
+        if policy == "lpm":  # back to queue order for the next round
+            waiting.sort(key=lambda r: ready_at[r.id])
         batches += 1
         prefill = sum(len(r.prompt_token_ids) - m.hit_len for r, m, _ in batch)
         start = clock
         clock += prefill * prefill_s_per_token + max(r.output_len for r, _, _ in batch) * decode_s_per_token
         for r, m, new in batch:  # finished: prompt + output (minus the last token) become cached
             kv.release(m, new, r.prompt_token_ids + output_tokens(r)[:-1])
-            rows[r.id] = {"id": r.id, "arrival": r.arrival, "start": round(start, 6),
-                          "wait_s": round(start - r.arrival, 6), "prompt_tokens": len(r.prompt_token_ids),
-                          "hit_tokens": m.hit_len, "computed_tokens": len(r.prompt_token_ids) - m.hit_len}
+            finished[r.id] = clock
+            rows[r.id] = {"id": r.id, "arrival": r.arrival, "ready": round(ready_at[r.id], 6),
+                          "start": round(start, 6), "wait_s": round(start - ready_at[r.id], 6),
+                          "prompt_tokens": len(r.prompt_token_ids), "hit_tokens": m.hit_len,
+                          "computed_tokens": len(r.prompt_token_ids) - m.hit_len}
     per_request = [rows[r.id] for r in requests]
     return {"summary": _summary(kv, per_request, capacity, cache, block_size, policy, max_batch, batches),
             "requests": per_request}
+
+
+# SGLang's schedule_policy.py: LPM costs one tree match per waiting request, so a long queue
+# falls back to FCFS; and "in-batch prefix caching" (thresholds 32 and 32, see below).
+LPM_MAX_QUEUE = 128
+IN_BATCH_CHECK_THRESHOLD = 32
+IN_BATCH_DEPRIORITIZE_THRESHOLD = 32
+
+
+def _lpm_sort(kv: PrefixCache, waiting: list[TraceRequest]) -> None:
+    """Longest cached prefix first. A request with (almost) nothing cached whose first 32
+    tokens equal those of an earlier *waiting* request goes to the back: running the two
+    together would compute their shared prefix twice, running them one after the other
+    lets the second hit what the first computed. Ties keep arrival order."""
+    if len(waiting) > LPM_MAX_QUEUE:
+        return  # waiting is already in arrival order
+    hit, deprioritized, queued_prefixes = {}, set(), set()
+    for r in waiting:
+        hit[r.id] = kv.match_prompt(r.prompt_token_ids, record=False).hit_len
+        if hit[r.id] <= IN_BATCH_CHECK_THRESHOLD and len(r.prompt_token_ids) >= IN_BATCH_DEPRIORITIZE_THRESHOLD:
+            head = tuple(r.prompt_token_ids[:IN_BATCH_DEPRIORITIZE_THRESHOLD])
+            if head in queued_prefixes:
+                deprioritized.add(r.id)
+            else:
+                queued_prefixes.add(head)
+    waiting.sort(key=lambda r: (r.id in deprioritized, -hit[r.id]))  # stable: ties keep queue order
 
 
 def _admit(kv: PrefixCache, waiting: list[TraceRequest], max_batch: int):

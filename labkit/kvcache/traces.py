@@ -6,6 +6,8 @@ One request per line:
 `prompt` text (tokenised on read). `output_token_ids` (or `output` text) is optional: when a
 later prompt contains an earlier answer (multi-turn chat, tree-of-thought) the trace records
 that answer, so a simulator can cache exactly the tokens the later prompt will repeat.
+Such a request also names it in `after`: it cannot be sent before that answer exists, so a
+replay holds it back until `after` has finished (closed loop), even if `arrival` has passed.
 
 Token ids are synthetic (random ids below VOCAB_SIZE from a seeded generator), so no
 tokenizer or dataset is needed and every trace is reproducible from its seed. With text=True
@@ -64,8 +66,10 @@ def toy_tokenize(text: str) -> list[int]:
     return [zlib.crc32(w.encode()) % (1 << 31) for w in text.split()]
 
 
-def _row(rid, arrival, prompt, output, text, give_output):
+def _row(rid, arrival, prompt, output, text, give_output, after=None):
     row = {"id": rid, "arrival": round(float(arrival), 4)}
+    if after is not None:
+        row["after"] = after
     if text:
         row["prompt"] = " ".join(token_to_word(t) for t in prompt)
     else:
@@ -126,7 +130,8 @@ def multi_turn(num_requests=64, seed=0, turns=4, system_len=120, user_len=48, ou
                 break
             prompt = history + _tokens(rng, _length(rng, user_len))
             answer = _tokens(rng, _length(rng, output_len))
-            rows.append(_row(f"chat{s}-turn{turn}", t, prompt, answer, text, True))
+            after = f"chat{s}-turn{turn - 1}" if turn else None  # the user reads the answer first
+            rows.append(_row(f"chat{s}-turn{turn}", t, prompt, answer, text, True, after))
             history = prompt + answer
             t += think_time * float(rng.uniform(0.5, 1.5))
     return sorted(rows, key=lambda r: r["arrival"])
@@ -139,15 +144,15 @@ def branching(num_requests=64, seed=0, branch=3, depth=3, root_len=250, instruct
     rows, tree = [], 0
     while len(rows) < num_requests:
         start = tree / rate if rate > 0 else 0.0
-        level = [(_tokens(rng, root_len), "")]  # (prompt, path name) of the nodes to expand
+        level = [(_tokens(rng, root_len), "", None)]  # (prompt, path name, parent id) to expand
         for d in range(depth + 1):
             children = []
-            for prompt, name in level:
+            for prompt, name, parent in level:
                 if len(rows) == num_requests:
                     break
-                thought = _tokens(rng, _length(rng, output_len))
-                rows.append(_row(f"tree{tree}-node{name or 'root'}", start + d * level_gap, prompt, thought, text, True))
-                children += [(prompt + thought + instructions[k], f"{name}{k}") for k in range(branch)]
+                thought, rid = _tokens(rng, _length(rng, output_len)), f"tree{tree}-node{name or 'root'}"
+                rows.append(_row(rid, start + d * level_gap, prompt, thought, text, True, parent))
+                children += [(prompt + thought + instructions[k], f"{name}{k}", rid) for k in range(branch)]
             level = children
         tree += 1
     return sorted(rows, key=lambda r: r["arrival"])
@@ -178,6 +183,7 @@ class TraceRequest:
     output_len: int
     output_token_ids: list[int] | None = None  # known answer tokens, if the trace has them
     line: int = 0
+    after: str | None = None  # id of a request that must finish before this one can be sent
 
 
 def load_tokenizer(path):
@@ -215,6 +221,9 @@ def read_trace(path, tokenize=None) -> list[TraceRequest]:
         out.append(_parse_row(row, where, lineno, tokenize))
         if out[-1].id in seen:
             raise UserError(f"{where}: duplicate id {out[-1].id!r}; give every request its own id")
+        if out[-1].after is not None and out[-1].after not in seen:
+            raise UserError(f"{where}: after={out[-1].after!r} names no request on an earlier line; "
+                            "list a request after the one it waits for")
         seen.add(out[-1].id)
     if not out:
         raise UserError(f"{path} has no requests; expected one JSON object per line")
@@ -250,7 +259,8 @@ def _parse_row(row: dict, where: str, lineno: int, tokenize) -> TraceRequest:
     elif isinstance(row.get("output"), str):
         output = tokenize(row["output"]) or None
         output_len = len(output) if output else output_len  # the tokenizer decides the length
-    return TraceRequest(str(row["id"]), float(arrival), prompt, output_len, output, lineno)
+    after = None if row.get("after") is None else str(row["after"])
+    return TraceRequest(str(row["id"]), float(arrival), prompt, output_len, output, lineno, after)
 
 
 def _token_list(value, where: str, field_name: str) -> list[int]:

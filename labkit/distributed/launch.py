@@ -233,7 +233,10 @@ def _first_failure(bad: list[int], codes, run_dir: Path, tails) -> RankFailed:
         return f.stat().st_mtime_ns if f.exists() else float("inf")
 
     written = [r for r in range(len(codes)) if (run_dir / f"error-{r}.txt").exists()]
-    r = min(set(bad) | set(written), key=lambda r: (when(r), r))
+    # A rank killed by a signal (negative exit code: SIGKILL, the OOM killer, a segfault)
+    # writes no traceback, yet its death is what its peers' tracebacks complain about.
+    killed = [r for r in bad if codes[r] < 0 and r not in written]
+    r = killed[0] if killed else min(set(bad) | set(written), key=lambda r: (when(r), r))
     f = run_dir / f"error-{r}.txt"
     tb = f.read_text() if f.exists() else ""
     return RankFailed(r, codes[r], tb, "\n".join(tails[r]))

@@ -119,6 +119,7 @@ class LLMEngine:
             self.sequences.pop(request_id, None)
             if self.metrics:
                 self.metrics.on_finished(seq, time.monotonic())
+                self.metrics.on_step(self.scheduler)  # the engine may go idle: gauges now
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()

@@ -117,6 +117,17 @@ def test_launch_record_hides_secret_flag_values():
                                  "--hf-token=***redacted***", "--max-tokens", "5"]
 
 
+def test_stop_all_stops_every_server_of_this_process(tmp_path):
+    from labkit.engines import stop_all
+
+    servers = [launch(_fake_engine.plan(port := pick_free_port()), port=port,
+                      log_dir=tmp_path / str(i), timeout=30) for i in range(2)]
+    pids = [p for s in servers for p in s.pids()]
+    stop_all()
+    assert not any(s.alive() for s in servers)
+    assert _gone(pids, timeout=10) == []
+
+
 def test_sigterm_ignored_escalates_to_sigkill(tmp_path):
     port = pick_free_port()
     server = launch(_fake_engine.plan(port, "--children", "1", "--ignore-sigterm"),
@@ -249,6 +260,29 @@ def test_parent_killed_with_sigkill_leaves_no_process(tmp_path):
         if child.poll() is None:
             child.kill()
         _kill(pids)
+
+
+PDEATHSIG_CHILD = textwrap.dedent("""
+    import subprocess, sys, time
+    from labkit.engines.process_tree import die_with_parent
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         preexec_fn=die_with_parent())
+    print(p.pid, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_parent_death_signal_alone_reaches_the_server():
+    """Layer 2 without the watchdog: the kernel SIGTERMs the server when its parent dies."""
+    child = subprocess.Popen([sys.executable, "-c", PDEATHSIG_CHILD], stdout=subprocess.PIPE,
+                             text=True)
+    pid = int(child.stdout.readline())
+    try:
+        child.kill()
+        child.wait(timeout=10)
+        assert _gone([pid], timeout=5) == []
+    finally:
+        _kill([pid])
 
 
 def _cli(argv):

@@ -18,7 +18,7 @@ import importlib
 _EXPORTS = {
     "LaunchPlan": "config", "ServeConfig": "config",
     "Server": "launcher", "ServerStartError": "launcher", "launch": "launcher",
-    "plan": "launcher", "serve": "launcher",
+    "plan": "launcher", "serve": "launcher", "stop_all": "launcher",
     "metric_name": "metrics", "metric_names": "metrics", "metrics_table": "metrics",
     "ENGINES": "registry", "engine_module": "registry",
 }

@@ -8,7 +8,8 @@ From a notebook:
         ...                              # openai.OpenAI(base_url=server.base_url + "/v1")
     # the server, its engine core and its workers are gone here
 
-or `server = serve(...)`, later `server.stop()`. A server that fails to start raises
+or `server = serve(...)`, later `server.stop()` (`stop_all()` stops every server this
+kernel started). A server that fails to start raises
 ServerStartError with the likely cause and the tail of its log; nothing is left running.
 Nothing is left running either when the kernel dies: see process_tree.py.
 """
@@ -278,6 +279,7 @@ def launch(launch_plan: LaunchPlan, *, port: int, host: str = "127.0.0.1",
 
 
 @atexit.register
-def _stop_all() -> None:
+def stop_all(grace: float = 10.0) -> None:
+    """Stop every server this Python process started (also runs at interpreter exit)."""
     for server in list(_LIVE):
-        server.stop(grace=10)
+        server.stop(grace=grace)

@@ -31,13 +31,19 @@ PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 def die_with_parent(sig: int = signal.SIGTERM):
-    """A preexec_fn: ask the kernel to send `sig` to the child when its parent dies."""
+    """A preexec_fn: ask the kernel to send `sig` to the child when its parent dies.
+
+    The libc lookup happens here, in the parent: between fork() and exec() the child may only
+    do async-signal-safe work, and dlopen() could block on a loader lock another thread of
+    the parent (a notebook kernel has several) held at fork time.
+    """
     parent = os.getpid()  # evaluated in the parent, before fork
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") \
+        else None
 
     def _preexec() -> None:
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
             if os.getppid() != parent:  # the parent died between fork() and prctl()
                 os.kill(os.getpid(), sig)
 

@@ -93,7 +93,7 @@ def test_free_table_returns_blocks_once_no_sequence_uses_them():
 
 def test_free_queue_order_kept_blocks_to_tail_others_to_head_and_reuse_hook():
     pool = BlockPool(4, 2)
-    a, b, c, d = pool.allocate(4)
+    a, b, c, _ = pool.allocate(4)
     pool.free([a, b], keep=lambda x: True)  # cached: tail, in this order
     pool.free([c], keep=lambda x: False)  # nothing worth keeping: head
     assert pool.free_queue() == [c, a, b]
@@ -133,5 +133,7 @@ def test_copy_on_write_keeps_forked_sequences_attention_correct():
     tables = torch.tensor([t.block_ids for t, _, _ in seqs])
     out = paged_attention(q, kc, vc, tables, [7, 7])
     for i, (_, k, v) in enumerate(seqs):
-        ref = F.scaled_dot_product_attention(q[i][:, None], k.transpose(0, 1), v.transpose(0, 1), enable_gqa=True)
+        ref = F.scaled_dot_product_attention(
+            q[i][:, None], k.transpose(0, 1), v.transpose(0, 1), enable_gqa=True
+        )
         torch.testing.assert_close(out[i], ref[:, 0], atol=1e-5, rtol=1e-5)

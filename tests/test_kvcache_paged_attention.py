@@ -5,18 +5,29 @@ import random
 import pytest
 
 torch = pytest.importorskip("torch")
-import torch.nn.functional as F  # noqa: E402
+import torch.nn.functional as F
 
-from labkit.kvcache.paged_attention import paged_attention, write_kv_cache  # noqa: E402
+from labkit.kvcache.paged_attention import paged_attention, write_kv_cache
 
 
-def make_batch(rng: random.Random, num_seqs, block_size, num_kv_heads, group, head_dim, decode, dtype=torch.float32):
+def make_batch(
+    rng: random.Random,
+    num_seqs,
+    block_size,
+    num_kv_heads,
+    group,
+    head_dim,
+    decode,
+    dtype=torch.float32,
+):
     """Random sequences scattered over shuffled physical blocks + the dense reference."""
     ctx = [rng.randint(1, 70) for _ in range(num_seqs)]
     qlen = [1 if decode else rng.randint(1, c) for c in ctx]
     need = [-(-c // block_size) for c in ctx]
     num_blocks = sum(need) + 3
-    kc = torch.randn(num_blocks, block_size, num_kv_heads, head_dim, dtype=dtype)  # garbage everywhere
+    kc = torch.randn(
+        num_blocks, block_size, num_kv_heads, head_dim, dtype=dtype
+    )  # garbage everywhere
     vc = torch.randn_like(kc)
     free = list(range(num_blocks))
     rng.shuffle(free)
@@ -27,18 +38,31 @@ def make_batch(rng: random.Random, num_seqs, block_size, num_kv_heads, group, he
         tables.append(blocks + [-1] * (width - blocks_needed))  # -1 padding must be ignored
         k = torch.randn(c, num_kv_heads, head_dim, dtype=dtype)
         v = torch.randn(c, num_kv_heads, head_dim, dtype=dtype)
-        slots = torch.tensor([blocks[p // block_size] * block_size + p % block_size for p in range(c)])
+        slots = torch.tensor(
+            [blocks[p // block_size] * block_size + p % block_size for p in range(c)]
+        )
         write_kv_cache(kc, vc, slots, k, v)
         q = torch.randn(n, num_kv_heads * group, head_dim, dtype=dtype)
         # Dense reference: query i sits at position c - n + i (SDPA's is_causal would align
         # top-left, which is wrong when there is past context — hence the explicit mask).
         mask = torch.arange(c)[None, :] <= torch.arange(c - n, c)[:, None]
         ref = F.scaled_dot_product_attention(
-            q.float().transpose(0, 1), k.float().transpose(0, 1), v.float().transpose(0, 1),
-            attn_mask=mask, enable_gqa=True)
+            q.float().transpose(0, 1),
+            k.float().transpose(0, 1),
+            v.float().transpose(0, 1),
+            attn_mask=mask,
+            enable_gqa=True,
+        )
         queries.append(q)
         refs.append(ref.transpose(0, 1))
-    return (torch.cat(queries), kc, vc, torch.tensor(tables), torch.tensor(ctx), torch.tensor(qlen)), torch.cat(refs)
+    return (
+        torch.cat(queries),
+        kc,
+        vc,
+        torch.tensor(tables),
+        torch.tensor(ctx),
+        torch.tensor(qlen),
+    ), torch.cat(refs)
 
 
 @pytest.mark.parametrize("impl", ["reference", "sdpa"])
@@ -47,9 +71,15 @@ def test_matches_dense_sdpa_on_random_shapes(impl, decode):
     rng = random.Random(1234 + decode)
     torch.manual_seed(0)
     for _ in range(40):
-        args, ref = make_batch(rng, num_seqs=rng.randint(1, 6), block_size=rng.choice([1, 2, 4, 8, 16]),
-                               num_kv_heads=rng.choice([1, 2, 4]), group=rng.choice([1, 2, 4]),
-                               head_dim=rng.choice([4, 16, 32]), decode=decode)
+        args, ref = make_batch(
+            rng,
+            num_seqs=rng.randint(1, 6),
+            block_size=rng.choice([1, 2, 4, 8, 16]),
+            num_kv_heads=rng.choice([1, 2, 4]),
+            group=rng.choice([1, 2, 4]),
+            head_dim=rng.choice([4, 16, 32]),
+            decode=decode,
+        )
         out = paged_attention(*args, impl=impl)
         assert out.shape == ref.shape
         torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
@@ -84,7 +114,9 @@ def test_tokens_past_the_context_length_are_ignored():
             if b >= 0:
                 kc[b, p % 4] = 1e4
                 vc[b, p % 4] = 1e4
-    torch.testing.assert_close(paged_attention(q, kc, vc, tables, ctx, qlen), ref, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        paged_attention(q, kc, vc, tables, ctx, qlen), ref, atol=2e-5, rtol=1e-4
+    )
 
 
 def test_bad_shapes_give_clear_errors():

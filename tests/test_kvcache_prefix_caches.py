@@ -154,7 +154,9 @@ def test_allocate_evicts_unlocked_entries_and_raises_when_everything_is_locked()
         cache.insert(list(range(32)))
         m = cache.match(list(range(16)))
         cache.lock(m)
-        assert len(cache.allocate(16)) == (16 if cache.name == "radix" else 4)  # evicts the other half
+        assert len(cache.allocate(16)) == (
+            16 if cache.name == "radix" else 4
+        )  # evicts the other half
         with pytest.raises(OutOfBlocks):
             cache.allocate(4)
         assert cache.match(list(range(16))).hit_len == 16  # the locked part survived

@@ -15,7 +15,8 @@ from labkit.kvcache.block_pool import BlockPool, OutOfBlocks
 from labkit.kvcache.hash_cache import HashPrefixCache
 from labkit.kvcache.radix_cache import RadixPrefixCache
 from labkit.kvcache.simulate import output_tokens, simulate, unlimited_capacity
-from labkit.kvcache.traces import TraceRequest, generate
+from labkit.kvcache.trace_file import TraceRequest
+from labkit.kvcache.traces import generate
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -24,7 +25,9 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 # which is what splits locked radix nodes and exercises block-boundary rounding.
 _random = st.lists(st.integers(0, 2), min_size=1, max_size=30)
 _chunky = st.tuples(
-    st.lists(st.sampled_from([(0, 0, 0, 0, 1), (0, 0, 0, 2, 2), (1, 1, 1, 1, 1)]), min_size=1, max_size=6),
+    st.lists(
+        st.sampled_from([(0, 0, 0, 0, 1), (0, 0, 0, 2, 2), (1, 1, 1, 1, 1)]), min_size=1, max_size=6
+    ),
     st.lists(st.integers(0, 2), max_size=4),
 ).map(lambda ct: [t for chunk in ct[0] for t in chunk] + ct[1])
 sequences = st.one_of(_random, _chunky)
@@ -45,7 +48,9 @@ def optimum(query, inserted) -> int:
 
 # -- block pool ---------------------------------------------------------------------------------
 pool_ops = st.lists(
-    st.tuples(st.sampled_from(["new", "append", "fork", "free"]), st.integers(0, 7), st.integers(0, 9)),
+    st.tuples(
+        st.sampled_from(["new", "append", "fork", "free"]), st.integers(0, 7), st.integers(0, 9)
+    ),
     max_size=40,
 )
 
@@ -82,9 +87,13 @@ def test_block_pool_ref_counts_equal_owners_and_never_go_negative(num_blocks, bl
 
 # -- prefix caches under random operations --------------------------------------------------------
 cache_ops = st.lists(
-    st.tuples(st.sampled_from(["insert", "insert", "match", "lock", "unlock", "evict"]), sequences,
-              st.integers(0, 60)),
-    min_size=1, max_size=30,
+    st.tuples(
+        st.sampled_from(["insert", "insert", "match", "lock", "unlock", "evict"]),
+        sequences,
+        st.integers(0, 60),
+    ),
+    min_size=1,
+    max_size=30,
 )
 
 
@@ -143,7 +152,9 @@ def test_cache_invariants_under_random_operations(kind, capacity, block_size, op
 
 @SETTINGS
 @given(seqs=st.lists(sequences, min_size=1, max_size=25), block_size=st.sampled_from([2, 4, 16]))
-def test_radix_reaches_the_optimum_and_hash_its_block_rounding_at_unlimited_capacity(seqs, block_size):
+def test_radix_reaches_the_optimum_and_hash_its_block_rounding_at_unlimited_capacity(
+    seqs, block_size
+):
     radix, hashc = RadixPrefixCache(10_000), HashPrefixCache(10_000, block_size)
     inserted = []
     for s in seqs:
@@ -159,14 +170,24 @@ def test_radix_reaches_the_optimum_and_hash_its_block_rounding_at_unlimited_capa
 
 # -- whole workloads through the simulator ---------------------------------------------------------
 def as_requests(rows):
-    return [TraceRequest(r["id"], r["arrival"], r["prompt_token_ids"], r["output_len"], r.get("output_token_ids"))
-            for r in rows]
+    return [
+        TraceRequest(
+            r["id"], r["arrival"], r["prompt_token_ids"], r["output_len"], r.get("output_token_ids")
+        )
+        for r in rows
+    ]
 
 
 @settings(max_examples=25, deadline=None)
-@given(workload=st.sampled_from(["shared-prompt", "few-shot", "multi-turn", "branching"]),
-       seed=st.integers(0, 10_000), n=st.integers(2, 24), block_size=st.sampled_from([4, 16]))
-def test_on_generated_workloads_radix_hits_the_optimum_and_never_less_than_hash(workload, seed, n, block_size):
+@given(
+    workload=st.sampled_from(["shared-prompt", "few-shot", "multi-turn", "branching"]),
+    seed=st.integers(0, 10_000),
+    n=st.integers(2, 24),
+    block_size=st.sampled_from([4, 16]),
+)
+def test_on_generated_workloads_radix_hits_the_optimum_and_never_less_than_hash(
+    workload, seed, n, block_size
+):
     """One request at a time, nothing evicted: every prompt sees every earlier request's
     prompt + output (minus its last token) in the cache, and the last prompt token is recomputed."""
     reqs = as_requests(generate(workload, n, seed))

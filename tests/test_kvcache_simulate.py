@@ -8,7 +8,8 @@ import pytest
 from labkit.errors import UserError
 from labkit.kvcache import cli
 from labkit.kvcache.simulate import simulate
-from labkit.kvcache.traces import TraceRequest, generate, read_trace, toy_tokenize, write_jsonl
+from labkit.kvcache.trace_file import TraceRequest, read_trace, toy_tokenize, write_jsonl
+from labkit.kvcache.traces import generate
 
 
 def req(rid, arrival, prompt, output_len=4, output=None, after=None):
@@ -16,14 +17,27 @@ def req(rid, arrival, prompt, output_len=4, output=None, after=None):
 
 
 def as_requests(rows):
-    return [TraceRequest(r["id"], r["arrival"], r["prompt_token_ids"], r["output_len"], r.get("output_token_ids"),
-                         after=r.get("after")) for r in rows]
+    return [
+        TraceRequest(
+            r["id"],
+            r["arrival"],
+            r["prompt_token_ids"],
+            r["output_len"],
+            r.get("output_token_ids"),
+            after=r.get("after"),
+        )
+        for r in rows
+    ]
 
 
 # -- traces ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("workload", ["shared-prompt", "few-shot", "multi-turn", "branching"])
 def test_traces_are_deterministic_from_the_seed_and_well_formed(workload, tmp_path):
-    a, b, c = generate(workload, 20, seed=3), generate(workload, 20, seed=3), generate(workload, 20, seed=4)
+    a, b, c = (
+        generate(workload, 20, seed=3),
+        generate(workload, 20, seed=3),
+        generate(workload, 20, seed=4),
+    )
     assert a == b and a != c
     assert len(a) == 20 and len({r["id"] for r in a}) == 20
     assert [r["arrival"] for r in a] == sorted(r["arrival"] for r in a)
@@ -57,7 +71,10 @@ def test_branching_children_extend_their_parent_prompt_and_thought():
         head = root["prompt_token_ids"] + root["output_token_ids"]
         assert child["prompt_token_ids"][: len(head)] == head
         assert child["arrival"] > root["arrival"] and child["after"] == root["id"]
-    assert by_id["tree0-node0"]["prompt_token_ids"][-12:] != by_id["tree0-node1"]["prompt_token_ids"][-12:]
+    assert (
+        by_id["tree0-node0"]["prompt_token_ids"][-12:]
+        != by_id["tree0-node1"]["prompt_token_ids"][-12:]
+    )
 
 
 def test_text_mode_tokenises_equal_text_to_equal_ids(tmp_path):
@@ -67,22 +84,44 @@ def test_text_mode_tokenises_equal_text_to_equal_ids(tmp_path):
     t0, t1 = parsed["chat0-turn0"], parsed["chat0-turn1"]
     history = t0.prompt_token_ids + t0.output_token_ids
     assert t1.prompt_token_ids[: len(history)] == history
-    assert toy_tokenize("a b a") == [toy_tokenize("a")[0], toy_tokenize("b")[0], toy_tokenize("a")[0]]
+    assert toy_tokenize("a b a") == [
+        toy_tokenize("a")[0],
+        toy_tokenize("b")[0],
+        toy_tokenize("a")[0],
+    ]
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2}\n{"id": 2, "arrival": 0,', ":2: not valid JSON"),
-    ('{"id": 1, "arrival": 0, "prompt_token_ids": [1]}\n', ":1: missing field(s) output_len"),
-    ('{"id": 1, "arrival": -1, "prompt_token_ids": [1], "output_len": 2}\n', "arrival must be"),
-    ('{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 0}\n', "output_len must be"),
-    ('{"id": 1, "arrival": 0, "prompt_token_ids": ["a"], "output_len": 2}\n', "list of non-negative integers"),
-    ('{"id": 1, "arrival": 0, "output_len": 2}\n', "no prompt"),
-    ('{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2, "output_token_ids": [5]}\n', "make them agree"),
-    ('{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2}\n' * 2, "duplicate id"),
-    ('[1, 2]\n', "expected a JSON object"),
-    ('{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2, "after": "zz"}\n', "names no request on an earlier line"),
-    ('\n\n', "has no requests"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            '{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2}\n{"id": 2, "arrival": 0,',
+            ":2: not valid JSON",
+        ),
+        ('{"id": 1, "arrival": 0, "prompt_token_ids": [1]}\n', ":1: missing field(s) output_len"),
+        ('{"id": 1, "arrival": -1, "prompt_token_ids": [1], "output_len": 2}\n', "arrival must be"),
+        (
+            '{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 0}\n',
+            "output_len must be",
+        ),
+        (
+            '{"id": 1, "arrival": 0, "prompt_token_ids": ["a"], "output_len": 2}\n',
+            "list of non-negative integers",
+        ),
+        ('{"id": 1, "arrival": 0, "output_len": 2}\n', "no prompt"),
+        (
+            '{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2, "output_token_ids": [5]}\n',
+            "make them agree",
+        ),
+        ('{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2}\n' * 2, "duplicate id"),
+        ("[1, 2]\n", "expected a JSON object"),
+        (
+            '{"id": 1, "arrival": 0, "prompt_token_ids": [1], "output_len": 2, "after": "zz"}\n',
+            "names no request on an earlier line",
+        ),
+        ("\n\n", "has no requests"),
+    ],
+)
 def test_bad_traces_name_the_line_and_the_fix(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
@@ -121,7 +160,12 @@ def test_requests_in_the_same_batch_cannot_hit_each_other():
 
 def test_multi_turn_hits_include_the_previous_answer():
     rows = generate("multi-turn", 2, seed=0, turns=2)
-    reqs = [TraceRequest(r["id"], r["arrival"], r["prompt_token_ids"], r["output_len"], r["output_token_ids"]) for r in rows]
+    reqs = [
+        TraceRequest(
+            r["id"], r["arrival"], r["prompt_token_ids"], r["output_len"], r["output_token_ids"]
+        )
+        for r in rows
+    ]
     second = simulate(reqs, "radix")["requests"][1]
     # everything the first turn computed: its prompt and all but its last answer token
     assert second["hit_tokens"] == len(rows[0]["prompt_token_ids"]) + rows[0]["output_len"] - 1
@@ -141,8 +185,11 @@ def test_lpm_serves_the_longest_cached_prefix_first_fcfs_serves_arrival_order():
 
 
 def test_a_request_waits_for_the_request_it_depends_on():
-    reqs = [req("turn0", 0.0, [1] * 30, output_len=100), req("other", 0.0, [2] * 30),
-            req("turn1", 0.1, [1] * 30 + [5, 6], after="turn0")]  # arrives while turn0 still runs
+    reqs = [
+        req("turn0", 0.0, [1] * 30, output_len=100),
+        req("other", 0.0, [2] * 30),
+        req("turn1", 0.1, [1] * 30 + [5, 6], after="turn0"),
+    ]  # arrives while turn0 still runs
     rows = {r["id"]: r for r in simulate(reqs, "radix", max_batch=8)["requests"]}
     assert rows["turn0"]["start"] == rows["other"]["start"] == 0.0
     assert rows["turn1"]["start"] > rows["turn1"]["arrival"]  # held back, not queued at 0.1
@@ -157,7 +204,10 @@ def test_lpm_runs_one_of_several_requests_sharing_an_uncached_prefix_first():
     they hit the prefix it computes instead of computing it alongside it."""
     prefix = list(range(100, 140))
     reqs = [req(f"sib{i}", 0.0, prefix + [i]) for i in range(3)] + [req("solo", 0.0, [7] * 41)]
-    hits = {p: simulate(reqs, "radix", policy=p, max_batch=2)["summary"]["cached_tokens"] for p in ("fcfs", "lpm")}
+    hits = {
+        p: simulate(reqs, "radix", policy=p, max_batch=2)["summary"]["cached_tokens"]
+        for p in ("fcfs", "lpm")
+    }
     assert hits == {"fcfs": 40, "lpm": 80}
 
 
@@ -170,7 +220,9 @@ def test_lpm_on_dependent_workloads_lowers_mean_wait_but_stretches_the_tail():
 
 def test_small_capacity_evicts_and_too_small_capacity_is_a_user_error():
     rows = generate("shared-prompt", 40, seed=0)
-    reqs = [TraceRequest(r["id"], r["arrival"], r["prompt_token_ids"], r["output_len"]) for r in rows]
+    reqs = [
+        TraceRequest(r["id"], r["arrival"], r["prompt_token_ids"], r["output_len"]) for r in rows
+    ]
     tight = simulate(reqs, "radix", capacity_tokens=2500)["summary"]
     assert tight["evicted_tokens"] > 0
     with pytest.raises(UserError, match="raise --capacity-tokens"):
@@ -187,14 +239,31 @@ def run_cli(*argv):
 
 def test_cli_trace_then_simulate_json(tmp_path, capsys):
     out = tmp_path / "few.jsonl"
-    assert run_cli("kvcache", "trace", "--workload", "few-shot", "--out", str(out), "--num-requests", "12") == 0
+    assert (
+        run_cli(
+            "kvcache", "trace", "--workload", "few-shot", "--out", str(out), "--num-requests", "12"
+        )
+        == 0
+    )
     assert len(out.read_text().splitlines()) == 12
     capsys.readouterr()
     assert run_cli("kvcache", "simulate", "--trace", str(out), "--cache", "hash", "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["summary"]["cache"] == "hash" and len(data["requests"]) == 12
     assert data["summary"]["cached_tokens"] == sum(r["hit_tokens"] for r in data["requests"]) > 0
-    assert run_cli("kvcache", "simulate", "--trace", str(out), "--policy", "lpm", "--capacity-tokens", "3000") == 0
+    assert (
+        run_cli(
+            "kvcache",
+            "simulate",
+            "--trace",
+            str(out),
+            "--policy",
+            "lpm",
+            "--capacity-tokens",
+            "3000",
+        )
+        == 0
+    )
     assert "hit_rate" in capsys.readouterr().out
 
 
@@ -208,7 +277,9 @@ def test_cli_help_teaches_hit_semantics(capsys):
 
 def test_cli_bad_input_is_a_user_error(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "arrival": 0, "prompt_token_ids": [1, 2], "output_len": 3}\nnot json\n')
+    bad.write_text(
+        '{"id": "a", "arrival": 0, "prompt_token_ids": [1, 2], "output_len": 3}\nnot json\n'
+    )
     with pytest.raises(UserError, match=r"bad.jsonl:2"):
         run_cli("kvcache", "simulate", "--trace", str(bad))
     with pytest.raises(UserError, match="capacity-tokens"):

@@ -3,7 +3,13 @@
 import pytest
 
 from labkit.kvcache.waste import (
-    fit_table, kv_bytes_per_token, plot_waste, sample_lengths, sequences_that_fit, waste_row, waste_table,
+    fit_table,
+    kv_bytes_per_token,
+    plot_waste,
+    sample_lengths,
+    sequences_that_fit,
+    waste_row,
+    waste_table,
 )
 
 
@@ -32,7 +38,12 @@ def test_contiguous_schemes_reserve_in_the_expected_order():
     rows = {r["scheme"] + str(r["block_size"]): r for r in waste_table(lengths, block_sizes=(16,))}
     used = rows["maxNone"]["used_tokens"]
     assert rows["maxNone"]["reserved_tokens"] == 300 * 2048
-    assert rows["maxNone"]["reserved_tokens"] >= rows["pow2None"]["reserved_tokens"] >= rows["oracleNone"]["reserved_tokens"] == used
+    assert (
+        rows["maxNone"]["reserved_tokens"]
+        >= rows["pow2None"]["reserved_tokens"]
+        >= rows["oracleNone"]["reserved_tokens"]
+        == used
+    )
     assert rows["paged16"]["reserved_tokens"] < rows["pow2None"]["reserved_tokens"]
 
 

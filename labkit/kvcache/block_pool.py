@@ -65,11 +65,13 @@ def blocks_for(num_tokens: int, block_size: int) -> int:
 
 
 class BlockPool:
-    """`num_blocks` physical blocks of `block_size` token slots, with ref counts and a free queue."""
+    """`num_blocks` blocks of `block_size` token slots, with ref counts and a free queue."""
 
     def __init__(self, num_blocks: int, block_size: int):
         if num_blocks < 1 or block_size < 1:
-            raise ValueError(f"need num_blocks >= 1 and block_size >= 1, got {num_blocks}, {block_size}")
+            raise ValueError(
+                f"need num_blocks >= 1 and block_size >= 1, got {num_blocks}, {block_size}"
+            )
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.ref_cnt = [0] * num_blocks
@@ -134,7 +136,9 @@ class BlockPool:
         to_head = []
         for b in block_ids:
             if self.ref_cnt[b] <= 0:
-                raise ValueError(f"block {b} freed more often than allocated (ref count would go negative)")
+                raise ValueError(
+                    f"block {b} freed more often than allocated (ref count would go negative)"
+                )
             self.ref_cnt[b] -= 1
             if self.ref_cnt[b] == 0:
                 if keep is not None and keep(b):
@@ -209,6 +213,8 @@ class BlockPool:
         """Raise AssertionError if the bookkeeping is inconsistent (used by the tests)."""
         assert all(r >= 0 for r in self.ref_cnt), "negative ref count"
         for b in self._free_queue:
-            assert self.ref_cnt[b] == 0, f"block {b} is in the free queue with ref count {self.ref_cnt[b]}"
+            assert self.ref_cnt[b] == 0, (
+                f"block {b} is in the free queue with ref count {self.ref_cnt[b]}"
+            )
         in_use = sum(1 for r in self.ref_cnt if r > 0)
         assert in_use + self.num_free_blocks == self.num_blocks, "blocks leaked or double-counted"

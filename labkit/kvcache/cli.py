@@ -60,48 +60,100 @@ random but seeded, so the same --seed gives the same trace; no tokenizer or down
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("kvcache", help="KV cache lab: prefix-cache simulator, traces, waste study",
-                              description="Paged KV cache and prefix caching (vLLM hash vs SGLang radix).")
+    p = subparsers.add_parser(
+        "kvcache",
+        help="KV cache lab: prefix-cache simulator, traces, waste study",
+        description="Paged KV cache and prefix caching (vLLM hash vs SGLang radix).",
+    )
     sub = p.add_subparsers(dest="kvcache_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
-    s = sub.add_parser("simulate", help="replay a trace against a prefix cache; report hits",
-                       description=SIMULATE_HELP, epilog=SIMULATE_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--trace", required=True, metavar="FILE", help="JSONL trace (see `labkit kvcache trace`)")
-    s.add_argument("--cache", choices=["none", "hash", "radix"], default="radix", help="prefix cache (default radix)")
-    s.add_argument("--block-size", type=int, default=16, metavar="B",
-                   help="tokens per KV block for hash/none (vLLM default 16); radix is token-granular")
-    s.add_argument("--capacity-tokens", type=int, default=None, metavar="N",
-                   help="KV pool size in tokens, shared by running requests and the cache (default: unlimited)")
-    s.add_argument("--policy", choices=["fcfs", "lpm"], default="fcfs",
-                   help="queue order: first come first served, or longest prefix match first (SGLang)")
-    s.add_argument("--max-batch", type=int, default=8, metavar="N", help="requests run together (default 8)")
-    s.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json (or model dir) for traces with prompt text")
+    s = sub.add_parser(
+        "simulate",
+        help="replay a trace against a prefix cache; report hits",
+        description=SIMULATE_HELP,
+        epilog=SIMULATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument(
+        "--trace", required=True, metavar="FILE", help="JSONL trace (see `labkit kvcache trace`)"
+    )
+    s.add_argument(
+        "--cache",
+        choices=["none", "hash", "radix"],
+        default="radix",
+        help="prefix cache (default radix)",
+    )
+    s.add_argument(
+        "--block-size",
+        type=int,
+        default=16,
+        metavar="B",
+        help="tokens per KV block for hash/none (vLLM default 16); radix is token-granular",
+    )
+    s.add_argument(
+        "--capacity-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="KV pool size in tokens, shared by running requests and the cache "
+        "(default: unlimited)",
+    )
+    s.add_argument(
+        "--policy",
+        choices=["fcfs", "lpm"],
+        default="fcfs",
+        help="queue order: first come first served, or longest prefix match first (SGLang)",
+    )
+    s.add_argument(
+        "--max-batch", type=int, default=8, metavar="N", help="requests run together (default 8)"
+    )
+    s.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="tokenizer.json (or model dir) for traces with prompt text",
+    )
     s.add_argument("--json", action="store_true", help="print summary and per-request hits as JSON")
     s.set_defaults(func=cmd_simulate)
 
-    t = sub.add_parser("trace", help="generate a synthetic JSONL request trace",
-                       description=TRACE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  labkit kvcache trace --workload multi-turn --out chat.jsonl --seed 1")
-    t.add_argument("--workload", required=True, choices=["shared-prompt", "few-shot", "multi-turn", "branching"])
+    t = sub.add_parser(
+        "trace",
+        help="generate a synthetic JSONL request trace",
+        description=TRACE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  labkit kvcache trace --workload multi-turn --out chat.jsonl --seed 1",
+    )
+    t.add_argument(
+        "--workload",
+        required=True,
+        choices=["shared-prompt", "few-shot", "multi-turn", "branching"],
+    )
     t.add_argument("--out", required=True, metavar="FILE", help="where to write the JSONL")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--num-requests", type=int, default=64, metavar="N")
-    t.add_argument("--text", action="store_true", help="write prompt text instead of prompt_token_ids")
+    t.add_argument(
+        "--text", action="store_true", help="write prompt text instead of prompt_token_ids"
+    )
     t.set_defaults(func=cmd_trace)
 
-    w = sub.add_parser("waste", help="KV memory waste: contiguous reservation vs paged blocks",
-                       description="Reserved vs used KV for seeded lognormal request lengths, by scheme "
-                       "and block size, and how many sequences fit a KV budget (PagedAttention paper, sec. 3).",
-                       epilog="example:\n  labkit kvcache waste --num-seqs 1000 --budget-tokens 100000",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    w = sub.add_parser(
+        "waste",
+        help="KV memory waste: contiguous reservation vs paged blocks",
+        description="Reserved vs used KV for seeded lognormal request lengths, by scheme "
+        "and block size, and how many sequences fit a KV budget (PagedAttention paper, sec. 3).",
+        epilog="example:\n  labkit kvcache waste --num-seqs 1000 --budget-tokens 100000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     w.add_argument("--num-seqs", type=int, default=1000)
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--max-model-len", type=int, default=2048)
     w.add_argument("--budget-tokens", type=int, default=100_000, help="KV budget for the fit table")
-    w.add_argument("--at", choices=["end", "random"], default="random",
-                   help="measure at the end of generation or at a random moment during it")
+    w.add_argument(
+        "--at",
+        choices=["end", "random"],
+        default="random",
+        help="measure at the end of generation or at a random moment during it",
+    )
     w.add_argument("--json", action="store_true")
     w.set_defaults(func=cmd_waste)
 
@@ -109,13 +161,17 @@ def register(subparsers) -> None:
 def cmd_simulate(args) -> int:
     from labkit.errors import UserError
     from labkit.kvcache.simulate import simulate
-    from labkit.kvcache.traces import load_tokenizer, read_trace
+    from labkit.kvcache.trace_file import load_tokenizer, read_trace
 
     if args.capacity_tokens is not None and args.capacity_tokens < 1:
-        raise UserError("--capacity-tokens must be a positive number of tokens (leave it out for unlimited)")
+        raise UserError(
+            "--capacity-tokens must be a positive number of tokens (leave it out for unlimited)"
+        )
     tokenize = load_tokenizer(args.tokenizer) if args.tokenizer else None
     requests = read_trace(args.trace, tokenize)
-    result = simulate(requests, args.cache, args.block_size, args.capacity_tokens, args.policy, args.max_batch)
+    result = simulate(
+        requests, args.cache, args.block_size, args.capacity_tokens, args.policy, args.max_batch
+    )
     if args.json:
         json.dump(result, sys.stdout, indent=1)
         print()
@@ -129,7 +185,8 @@ def cmd_simulate(args) -> int:
 
 def cmd_trace(args) -> int:
     from labkit.errors import UserError
-    from labkit.kvcache.traces import generate, write_jsonl
+    from labkit.kvcache.trace_file import write_jsonl
+    from labkit.kvcache.traces import generate
 
     if args.num_requests < 1:
         raise UserError("--num-requests must be >= 1")
@@ -152,8 +209,10 @@ def cmd_waste(args) -> int:
     print(f"{'scheme':<12}{'reserved':>11}{'used':>11}{'waste':>8}{'future':>10}{'int.frag':>10}")
     for r in rows:
         name = r["scheme"] + (f" B={r['block_size']}" if r["block_size"] else "")
-        print(f"{name:<12}{r['reserved_tokens']:>11}{r['used_tokens']:>11}{r['waste_frac']:>8.1%}"
-              f"{r['reserved_future_tokens']:>10}{r['internal_fragmentation_tokens']:>10}")
+        print(
+            f"{name:<12}{r['reserved_tokens']:>11}{r['used_tokens']:>11}{r['waste_frac']:>8.1%}"
+            f"{r['reserved_future_tokens']:>10}{r['internal_fragmentation_tokens']:>10}"
+        )
     print(f"\nsequences that fit {args.budget_tokens} KV tokens:")
     for r in fits:
         print(f"  {r['scheme']:<8}{r['sequences_fit']:>6}")

@@ -55,7 +55,9 @@ class HashPrefixCache(PrefixCache):
     def __init__(self, capacity_tokens: int, block_size: int = 16):
         super().__init__()
         if capacity_tokens < block_size:
-            raise ValueError(f"capacity ({capacity_tokens} tokens) is smaller than one block ({block_size})")
+            raise ValueError(
+                f"capacity ({capacity_tokens} tokens) is smaller than one block ({block_size})"
+            )
         self.pool = BlockPool(capacity_tokens // block_size, block_size)
         self.pool.on_reuse = self._forget  # a free cached block being overwritten = eviction
         self._block_of: dict[bytes, int] = {}  # block hash -> block id (the whole "index")

@@ -18,9 +18,9 @@ Two implementations with one contract (the tests hold both to dense SDPA):
 - "reference": gather + masked softmax(q k^T) v in fp32, written out in plain torch,
   vectorised (no Python loop over tokens or sequences); the one to read.
 - "sdpa": the same gather, then torch's fused scaled_dot_product_attention with a boolean
-  mask. impl="auto" picks it on every device: it was faster on CPU too (decode, 32 seqs x
-  512 tokens, tiny-Llama heads: ~2.9x the time of dense SDPA on contiguous K/V vs ~3.1x for
-  "reference"; the gather — copying every K/V row once — is most of the difference).
+  mask. impl="auto" picks it on every device: it was a little faster on CPU too (decode,
+  32 seqs x 512 tokens, tiny-Llama heads: about 3x the time of dense SDPA on contiguous K/V,
+  "reference" 5-10 % slower; copying every K/V row once in the gather is most of the gap).
 Neither is a fused paged kernel (vLLM's reads blocks in place, no gather); that is the
 next step on CUDA (Triton/FlashInfer), behind this same signature.
 """
@@ -80,7 +80,9 @@ def paged_attention(
     max_ctx = int(context_lens.max())
     num_cache_blocks, block_size = key_cache.shape[0], key_cache.shape[1]
     num_blocks_needed = -(-max_ctx // block_size)
-    rows = block_tables[:, :num_blocks_needed].to(key_cache.device, torch.long).clamp(min=0).flatten()  # pads -> 0, masked below
+    rows = (
+        block_tables[:, :num_blocks_needed].to(key_cache.device, torch.long).clamp(min=0).flatten()
+    )  # pads -> 0, masked below
     padded = (batch, num_blocks_needed * block_size, num_kv_heads, head_dim)
     k = key_cache.reshape(num_cache_blocks, -1).index_select(0, rows).view(padded)[:, :max_ctx]
     v = value_cache.reshape(num_cache_blocks, -1).index_select(0, rows).view(padded)[:, :max_ctx]
@@ -162,9 +164,16 @@ def _check_shapes(query, key_cache, value_cache, block_tables, context_lens, que
     if context_lens.shape != (batch,) or query_lens.shape != (batch,):
         raise ValueError(f"context_lens and query_lens need one entry per sequence ({batch})")
     if bool((query_lens < 1).any()) or bool((query_lens > context_lens).any()):
-        raise ValueError("need 1 <= query_lens[s] <= context_lens[s] (new tokens are part of the context)")
+        raise ValueError(
+            "need 1 <= query_lens[s] <= context_lens[s] (new tokens are part of the context)"
+        )
     if int(query_lens.sum()) != query.shape[0]:
-        raise ValueError(f"query has {query.shape[0]} tokens but query_lens sums to {int(query_lens.sum())}")
+        raise ValueError(
+            f"query has {query.shape[0]} tokens but query_lens sums to {int(query_lens.sum())}"
+        )
     max_blocks = -(-int(context_lens.max()) // key_cache.shape[1])
     if block_tables.shape[1] < max_blocks:
-        raise ValueError(f"block_tables has {block_tables.shape[1]} columns; the longest context needs {max_blocks}")
+        raise ValueError(
+            f"block_tables has {block_tables.shape[1]} columns; "
+            f"the longest context needs {max_blocks}"
+        )

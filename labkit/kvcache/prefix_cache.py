@@ -117,7 +117,9 @@ class PrefixCache(ABC):
     def _free_cached_tokens(self) -> int:
         return 0  # the hash cache keeps cached blocks inside the free queue
 
-    def match_prompt(self, prompt: Sequence[int], extra_key=None, record: bool = True) -> PrefixMatch:
+    def match_prompt(
+        self, prompt: Sequence[int], extra_key=None, record: bool = True
+    ) -> PrefixMatch:
         """The engine's lookup. The last prompt token is always recomputed — the model must run
         on it to produce the first output token's logits — so only prompt[:-1] can hit (vLLM:
         max_cache_hit_length = num_tokens - 1; SGLang: max_prefix_len = input_len - 1).

@@ -30,7 +30,7 @@ from labkit.kvcache.prefix_cache import PrefixCache, PrefixMatch
 
 
 class TreeNode:
-    __slots__ = ("key", "slots", "children", "parent", "lock_ref", "last_access", "id", "ckey")
+    __slots__ = ("children", "ckey", "id", "key", "last_access", "lock_ref", "parent", "slots")
     _ids = itertools.count()
 
     def __init__(self, key=(), slots=(), parent=None, lock_ref=0, last_access=0):
@@ -104,7 +104,9 @@ class RadixPrefixCache(PrefixCache):
 
     def _split(self, child: TreeNode, n: int, extra_key) -> TreeNode:
         """Turn parent -> child into parent -> head (child's first n tokens) -> child (the rest)."""
-        head = TreeNode(child.key[:n], child.slots[:n], child.parent, child.lock_ref, child.last_access)
+        head = TreeNode(
+            child.key[:n], child.slots[:n], child.parent, child.lock_ref, child.last_access
+        )
         # The head inherits lock_ref: every request that locked `child` also locked this prefix.
         head.ckey = child.ckey
         head.parent.children[head.ckey] = head
@@ -178,7 +180,9 @@ class RadixPrefixCache(PrefixCache):
         return pos
 
     def evict(self, num_tokens: int) -> int:
-        leaves = [(x.last_access, x.id, x) for x in self._nodes() if not x.children and x.lock_ref == 0]
+        leaves = [
+            (x.last_access, x.id, x) for x in self._nodes() if not x.children and x.lock_ref == 0
+        ]
         heapq.heapify(leaves)
         evicted = 0
         while evicted < num_tokens and leaves:

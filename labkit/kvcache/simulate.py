@@ -29,7 +29,7 @@ from labkit.kvcache.block_pool import OutOfBlocks, blocks_for
 from labkit.kvcache.hash_cache import HashPrefixCache
 from labkit.kvcache.prefix_cache import NoPrefixCache, PrefixCache
 from labkit.kvcache.radix_cache import RadixPrefixCache
-from labkit.kvcache.traces import TraceRequest
+from labkit.kvcache.trace_file import TraceRequest
 
 CACHES = ("none", "hash", "radix")
 POLICIES = ("fcfs", "lpm")
@@ -47,7 +47,10 @@ def make_cache(kind: str, capacity_tokens: int, block_size: int = 16) -> PrefixC
 
 def unlimited_capacity(requests: list[TraceRequest], block_size: int = 16) -> int:
     """Enough KV for every token of every request at once: nothing is ever evicted."""
-    return sum(blocks_for(len(r.prompt_token_ids) + r.output_len, block_size) for r in requests) * block_size
+    return (
+        sum(blocks_for(len(r.prompt_token_ids) + r.output_len, block_size) for r in requests)
+        * block_size
+    )
 
 
 def output_tokens(r: TraceRequest) -> list[int]:
@@ -59,9 +62,16 @@ def output_tokens(r: TraceRequest) -> list[int]:
     return [rng.randrange(1 << 31, 1 << 32) for _ in range(r.output_len)]
 
 
-def simulate(requests: list[TraceRequest], cache: str = "radix", block_size: int = 16,
-             capacity_tokens: int | None = None, policy: str = "fcfs", max_batch: int = 8,
-             prefill_s_per_token: float = 1e-4, decode_s_per_token: float = 0.01) -> dict:
+def simulate(
+    requests: list[TraceRequest],
+    cache: str = "radix",
+    block_size: int = 16,
+    capacity_tokens: int | None = None,
+    policy: str = "fcfs",
+    max_batch: int = 8,
+    prefill_s_per_token: float = 1e-4,
+    decode_s_per_token: float = 0.01,
+) -> dict:
     """Replay `requests`; returns {"summary": {...}, "requests": [per-request rows]}."""
     if policy not in POLICIES:
         raise UserError(f"unknown policy {policy!r}; choose fcfs or lpm")
@@ -77,7 +87,9 @@ def simulate(requests: list[TraceRequest], cache: str = "radix", block_size: int
     for r in requests:
         if r.after is not None and r.after not in known:
             raise UserError(f"request {r.id} waits for {r.after!r}, which is not in the trace")
-    pending = sorted(requests, key=lambda r: r.arrival)  # not in the queue yet; ties keep file order
+    pending = sorted(
+        requests, key=lambda r: r.arrival
+    )  # not in the queue yet; ties keep file order
     waiting: list[TraceRequest] = []  # in queue order (the order they became ready)
     rows: dict[str, dict] = {}
     finished: dict[str, float] = {}  # id -> finish time
@@ -93,10 +105,14 @@ def simulate(requests: list[TraceRequest], cache: str = "radix", block_size: int
         if not waiting:  # idle until the next request can be sent
             times = [t for t in map(ready_time, pending) if t is not None]
             if not times:
-                raise UserError("the remaining requests wait for each other (an `after` cycle); fix the trace")
+                raise UserError(
+                    "the remaining requests wait for each other (an `after` cycle); fix the trace"
+                )
             clock = max(clock, min(times))
-        newly = sorted((r for r in pending if (ready_time(r) or 0) <= clock and ready_time(r) is not None),
-                       key=ready_time)
+        newly = sorted(
+            (r for r in pending if (ready_time(r) or 0) <= clock and ready_time(r) is not None),
+            key=ready_time,
+        )
         for r in newly:
             ready_at[r.id] = ready_time(r)
         pending = [r for r in pending if r.id not in ready_at]
@@ -111,17 +127,30 @@ def simulate(requests: list[TraceRequest], cache: str = "radix", block_size: int
         batches += 1
         prefill = sum(len(r.prompt_token_ids) - m.hit_len for r, m, _ in batch)
         start = clock
-        clock += prefill * prefill_s_per_token + max(r.output_len for r, _, _ in batch) * decode_s_per_token
+        clock += (
+            prefill * prefill_s_per_token
+            + max(r.output_len for r, _, _ in batch) * decode_s_per_token
+        )
         for r, m, new in batch:  # finished: prompt + output (minus the last token) become cached
             kv.release(m, new, r.prompt_token_ids + output_tokens(r)[:-1])
             finished[r.id] = clock
-            rows[r.id] = {"id": r.id, "arrival": r.arrival, "ready": round(ready_at[r.id], 6),
-                          "start": round(start, 6), "wait_s": round(start - ready_at[r.id], 6),
-                          "prompt_tokens": len(r.prompt_token_ids), "hit_tokens": m.hit_len,
-                          "computed_tokens": len(r.prompt_token_ids) - m.hit_len}
+            rows[r.id] = {
+                "id": r.id,
+                "arrival": r.arrival,
+                "ready": round(ready_at[r.id], 6),
+                "start": round(start, 6),
+                "wait_s": round(start - ready_at[r.id], 6),
+                "prompt_tokens": len(r.prompt_token_ids),
+                "hit_tokens": m.hit_len,
+                "computed_tokens": len(r.prompt_token_ids) - m.hit_len,
+            }
     per_request = [rows[r.id] for r in requests]
-    return {"summary": _summary(kv, per_request, capacity, cache, block_size, policy, max_batch, batches),
-            "requests": per_request}
+    return {
+        "summary": _summary(
+            kv, per_request, capacity, cache, block_size, policy, max_batch, batches
+        ),
+        "requests": per_request,
+    }
 
 
 # SGLang's schedule_policy.py: LPM costs one tree match per waiting request, so a long queue
@@ -141,7 +170,10 @@ def _lpm_sort(kv: PrefixCache, waiting: list[TraceRequest]) -> None:
     hit, deprioritized, queued_prefixes = {}, set(), set()
     for r in waiting:
         hit[r.id] = kv.match_prompt(r.prompt_token_ids, record=False).hit_len
-        if hit[r.id] <= IN_BATCH_CHECK_THRESHOLD and len(r.prompt_token_ids) >= IN_BATCH_DEPRIORITIZE_THRESHOLD:
+        if (
+            hit[r.id] <= IN_BATCH_CHECK_THRESHOLD
+            and len(r.prompt_token_ids) >= IN_BATCH_DEPRIORITIZE_THRESHOLD
+        ):
             head = tuple(r.prompt_token_ids[:IN_BATCH_DEPRIORITIZE_THRESHOLD])
             if head in queued_prefixes:
                 deprioritized.add(r.id)
@@ -161,9 +193,10 @@ def _admit(kv: PrefixCache, waiting: list[TraceRequest], max_batch: int):
         except OutOfBlocks:
             kv.unlock(m)
             if batch:
-                break  # wait for this batch to free memory (no skipping ahead: no starvation by size)
+                break  # wait for this batch to free memory (no skipping ahead)
             raise UserError(
-                f"request {r.id} needs {len(r.prompt_token_ids) + r.output_len - 1} tokens of KV but the "
+                f"request {r.id} needs {len(r.prompt_token_ids) + r.output_len - 1} tokens "
+                "of KV but the "
                 f"cache holds only {kv.capacity_tokens}; raise --capacity-tokens"
             ) from None
         kv.stats.queries += len(r.prompt_token_ids)  # count only admitted lookups
@@ -177,9 +210,15 @@ def _summary(kv, rows, capacity, cache, block_size, policy, max_batch, batches) 
     hits = sum(r["hit_tokens"] for r in rows)
     waits = sorted(r["wait_s"] for r in rows)
     return {
-        "cache": cache, "policy": policy, "block_size": block_size if cache != "radix" else 1,
-        "capacity_tokens": capacity, "max_batch": max_batch, "requests": len(rows), "batches": batches,
-        "prompt_tokens": prompt, "cached_tokens": hits,
+        "cache": cache,
+        "policy": policy,
+        "block_size": block_size if cache != "radix" else 1,
+        "capacity_tokens": capacity,
+        "max_batch": max_batch,
+        "requests": len(rows),
+        "batches": batches,
+        "prompt_tokens": prompt,
+        "cached_tokens": hits,
         "hit_rate": round(hits / prompt, 4) if prompt else 0.0,
         "prefill_tokens_computed": prompt - hits,
         "evicted_tokens": kv.stats.evicted_tokens,

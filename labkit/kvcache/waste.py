@@ -24,21 +24,35 @@ import numpy as np
 SCHEMES = ("max", "pow2", "oracle", "paged")
 
 
-def sample_lengths(n: int = 1000, seed: int = 0, prompt_mean: float = 160, output_mean: float = 340,
-                   sigma: float = 1.0, max_model_len: int = 2048) -> list[tuple[int, int]]:
+def sample_lengths(
+    n: int = 1000,
+    seed: int = 0,
+    prompt_mean: float = 160,
+    output_mean: float = 340,
+    sigma: float = 1.0,
+    max_model_len: int = 2048,
+) -> list[tuple[int, int]]:
     """(prompt_len, output_len) pairs, lognormal with the given means, capped at max_model_len."""
     rng = np.random.default_rng(seed)
 
     def draw(mean):
-        return np.maximum(1, np.round(rng.lognormal(np.log(mean) - sigma**2 / 2, sigma, n))).astype(int)
+        return np.maximum(1, np.round(rng.lognormal(np.log(mean) - sigma**2 / 2, sigma, n))).astype(
+            int
+        )
 
     prompts = np.minimum(draw(prompt_mean), max_model_len - 1)
-    outputs = np.minimum(draw(output_mean), max_model_len - prompts)  # the request stops at the limit
+    outputs = np.minimum(
+        draw(output_mean), max_model_len - prompts
+    )  # the request stops at the limit
     return list(zip(prompts.tolist(), outputs.tolist()))
 
 
-def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype_bytes: int = 2) -> int:
-    """K and V (the 2) for every layer and KV head: e.g. Llama-3-8B (32, 8, 128, bf16) -> 128 KiB."""
+def kv_bytes_per_token(
+    num_layers: int, num_kv_heads: int, head_dim: int, dtype_bytes: int = 2
+) -> int:
+    """K and V (the 2) for every layer and KV head.
+
+    e.g. Llama-3-8B: 32 layers, 8 KV heads, head_dim 128, bf16 -> 128 KiB per token."""
     return 2 * num_layers * num_kv_heads * head_dim * dtype_bytes
 
 
@@ -50,12 +64,15 @@ def live_tokens(lengths, at: str = "end", seed: int = 0) -> np.ndarray:
     if at == "end":
         return p + o
     if at == "random":
-        return p + np.floor(np.random.default_rng(seed).uniform(0, 1, len(o)) * (o + 1)).astype(int).clip(max=o)
+        return p + np.floor(np.random.default_rng(seed).uniform(0, 1, len(o)) * (o + 1)).astype(
+            int
+        ).clip(max=o)
     raise ValueError(f"at must be 'end' or 'random', not {at!r}")
 
 
-def reserved_tokens(lengths, scheme: str, live: np.ndarray, block_size: int = 16,
-                    max_model_len: int = 2048) -> np.ndarray:
+def reserved_tokens(
+    lengths, scheme: str, live: np.ndarray, block_size: int = 16, max_model_len: int = 2048
+) -> np.ndarray:
     """KV slots each sequence holds under a reservation scheme."""
     final = np.array([a + b for a, b in lengths])
     if scheme == "max":
@@ -69,8 +86,15 @@ def reserved_tokens(lengths, scheme: str, live: np.ndarray, block_size: int = 16
     raise ValueError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
 
 
-def waste_row(lengths, scheme: str, block_size: int = 16, max_model_len: int = 2048, at: str = "end",
-              seed: int = 0, bytes_per_token: int | None = None) -> dict:
+def waste_row(
+    lengths,
+    scheme: str,
+    block_size: int = 16,
+    max_model_len: int = 2048,
+    at: str = "end",
+    seed: int = 0,
+    bytes_per_token: int | None = None,
+) -> dict:
     """Reserved vs used KV for all sequences at one moment, split into the paper's categories."""
     live = live_tokens(lengths, at, seed)
     final = np.array([a + b for a, b in lengths])
@@ -80,9 +104,14 @@ def waste_row(lengths, scheme: str, block_size: int = 16, max_model_len: int = 2
     else:
         future, internal = final - live, reserved - final
     row = {
-        "scheme": scheme, "block_size": block_size if scheme == "paged" else None, "at": at,
-        "sequences": len(lengths), "used_tokens": int(live.sum()), "reserved_tokens": int(reserved.sum()),
-        "reserved_future_tokens": int(future.sum()), "internal_fragmentation_tokens": int(internal.sum()),
+        "scheme": scheme,
+        "block_size": block_size if scheme == "paged" else None,
+        "at": at,
+        "sequences": len(lengths),
+        "used_tokens": int(live.sum()),
+        "reserved_tokens": int(reserved.sum()),
+        "reserved_future_tokens": int(future.sum()),
+        "internal_fragmentation_tokens": int(internal.sum()),
     }
     row["wasted_tokens"] = row["reserved_tokens"] - row["used_tokens"]
     row["waste_frac"] = round(row["wasted_tokens"] / row["reserved_tokens"], 4)
@@ -92,17 +121,36 @@ def waste_row(lengths, scheme: str, block_size: int = 16, max_model_len: int = 2
     return row
 
 
-def waste_table(lengths, block_sizes=(1, 8, 16, 32, 64, 128, 256), max_model_len: int = 2048,
-                at: str = "end", seed: int = 0, bytes_per_token: int | None = None) -> list[dict]:
+def waste_table(
+    lengths,
+    block_sizes=(1, 8, 16, 32, 64, 128, 256),
+    max_model_len: int = 2048,
+    at: str = "end",
+    seed: int = 0,
+    bytes_per_token: int | None = None,
+) -> list[dict]:
     """One row per contiguous scheme, then one per paged block size: fragmentation vs block size."""
-    rows = [waste_row(lengths, s, max_model_len=max_model_len, at=at, seed=seed, bytes_per_token=bytes_per_token)
-            for s in ("max", "pow2", "oracle")]
-    rows += [waste_row(lengths, "paged", b, max_model_len, at, seed, bytes_per_token) for b in block_sizes]
+    rows = [
+        waste_row(
+            lengths,
+            s,
+            max_model_len=max_model_len,
+            at=at,
+            seed=seed,
+            bytes_per_token=bytes_per_token,
+        )
+        for s in ("max", "pow2", "oracle")
+    ]
+    rows += [
+        waste_row(lengths, "paged", b, max_model_len, at, seed, bytes_per_token)
+        for b in block_sizes
+    ]
     return rows
 
 
-def sequences_that_fit(lengths, budget_tokens: int, scheme: str, block_size: int = 16,
-                       max_model_len: int = 2048) -> int:
+def sequences_that_fit(
+    lengths, budget_tokens: int, scheme: str, block_size: int = 16, max_model_len: int = 2048
+) -> int:
     """How many of these sequences (taken in order, each at its final length) fit in a KV
     budget of budget_tokens at once: the batch size the scheme allows."""
     final = np.array([a + b for a, b in lengths])
@@ -110,12 +158,20 @@ def sequences_that_fit(lengths, budget_tokens: int, scheme: str, block_size: int
     return int(np.searchsorted(np.cumsum(reserved), budget_tokens, side="right"))
 
 
-def fit_table(lengths, budget_tokens: int, block_size: int = 16, max_model_len: int = 2048) -> list[dict]:
+def fit_table(
+    lengths, budget_tokens: int, block_size: int = 16, max_model_len: int = 2048
+) -> list[dict]:
     rows = []
     for s in SCHEMES:
         n = sequences_that_fit(lengths, budget_tokens, s, block_size, max_model_len)
-        rows.append({"scheme": s, "block_size": block_size if s == "paged" else None,
-                     "budget_tokens": budget_tokens, "sequences_fit": n})
+        rows.append(
+            {
+                "scheme": s,
+                "block_size": block_size if s == "paged" else None,
+                "budget_tokens": budget_tokens,
+                "sequences_fit": n,
+            }
+        )
     best = max(r["sequences_fit"] for r in rows if r["scheme"] != "oracle") or 1
     for r in rows:
         r["vs_best_practical"] = round(r["sequences_fit"] / best, 3)
@@ -129,7 +185,11 @@ def plot_waste(rows: list[dict], ax=None):
 
         _, ax = plt.subplots(figsize=(7, 3.5))
     labels = [r["scheme"] if r["scheme"] != "paged" else f"paged B={r['block_size']}" for r in rows]
-    ax.bar(labels, [100 * r["waste_frac"] for r in rows], color=["#c44" if r["scheme"] != "paged" else "#48c" for r in rows])
+    ax.bar(
+        labels,
+        [100 * r["waste_frac"] for r in rows],
+        color=["#c44" if r["scheme"] != "paged" else "#48c" for r in rows],
+    )
     ax.set_ylabel("wasted share of reserved KV (%)")
     ax.set_title(f"KV waste, {rows[0]['sequences']} sequences ({rows[0]['at']} of generation)")
     ax.tick_params(axis="x", rotation=45)

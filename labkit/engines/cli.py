@@ -188,7 +188,7 @@ def _raise_interrupt(signum, frame):
 
 
 def cmd_serve(args) -> int:
-    from labkit.engines.launcher import check_can_run, serve
+    from labkit.engines.launcher import check_can_run, plan, serve
     from labkit.engines.records import default_log_dir
     from labkit.engines.ports import pick_free_port
 
@@ -200,6 +200,7 @@ def cmd_serve(args) -> int:
     if cfg.port is None:
         cfg = cfg.with_port(pick_free_port(cfg.host))
     log_dir = args.log_dir or default_log_dir(args.engine, cfg.port)
+    plan(args.engine, cfg, log_dir)  # a bad model path or knob fails now, before "starting"
     print(f"starting {args.engine} on {cfg.host}:{cfg.port}; log: {log_dir}/"
           f"{args.engine}.log (waiting up to {args.timeout:.0f} s for /health)",
           file=sys.stderr, flush=True)

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "labkit.distributed.cli",  # collectives, nccl-log, topo
     "labkit.distributed.manifests_cli",  # manifests
     "labkit.kvcache.cli",  # kvcache simulate / trace
+    "labkit.engines.cli",  # serve
     "labkit.bench.cli",  # bench
     "labkit.portfolio.cli",  # portfolio build
 ]

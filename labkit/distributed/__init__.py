@@ -13,4 +13,14 @@ nccl_log.py       `labkit nccl-log`: what an NCCL_DEBUG=INFO log says
 nccl_diagnose.py  the log in plain words, and what to check next
 topo.py           `labkit topo`: GPU-to-GPU link matrix through NVML, NIC affinity via sysfs
 cli.py            registers collectives, nccl-log and topo with the `labkit` command
+
+DDP training (`labkit train`, module train_cli.py):
+data.py           each rank's shard of the tokenized corpus; resumable (epoch, cursor)
+train.py          one DDP rank: the training loop (launcher or torchrun entry point)
+checkpoint.py     atomic checkpoints (model, optimizer, RNG, step, data) and resume
+comm_split.py     compute vs gradient-communication time (no_sync probe, bare all_reduce)
+export.py         the trained model in Hugging Face format, for the serving labs
+elastic.py        run N ranks, restart all of them after a rank failure (like torchrun)
+drill.py          fault drill: kill a rank, resume, compare with an uninterrupted run
+scaling.py        weak scaling over world sizes 1, 2, 4 with the comm/compute split
 """

@@ -16,7 +16,9 @@ same batch, each `iters` times, and report medians of the slowest rank:
 
 On a CPU box the ranks' gloo threads compete with compute for the same cores, so overlap
 is poor and exposed_comm_s can exceed allreduce_s; on GPUs (NCCL on its own streams) it is
-usually much smaller. The probe changes no weights: gradients are zeroed afterwards and no
+usually much smaller. exposed_comm_s is a difference of two noisy timings: on a busy shared
+machine it can come out as 0 (clipped) or swing from run to run - compare it with
+allreduce_s, which is measured directly, and with the machine's load average. The probe changes no weights: gradients are zeroed afterwards and no
 optimizer step is taken, and it draws no random numbers (the fault drill stays exact).
 """
 
@@ -57,8 +59,10 @@ def measure_comm_split(ddp, loss_fn, x, y, iters: int = 5) -> dict:
 
     fwd_bwd(True)  # warm-up: first calls allocate buffers
     fwd_bwd(False)
-    compute = [fwd_bwd(True) for _ in range(iters)]
-    synced = [fwd_bwd(False) for _ in range(iters)]
+    compute, synced = [], []
+    for _ in range(iters):  # interleaved: a slow spell on a shared machine hits both alike
+        compute.append(fwd_bwd(True))
+        synced.append(fwd_bwd(False))
 
     n = sum(p.numel() for p in ddp.parameters() if p.requires_grad)
     flat = torch.zeros(n, dtype=torch.float32, device=device)

@@ -105,6 +105,7 @@ def summarize(results: list[dict], attempts: list[dict], cfg, nproc: int, backen
         "loss_curve": hist["loss"], "val_curve": hist["val"],
         # throughput of the last attempt only (earlier attempts' timings died with them)
         "steps_timed": r0["steps_run"], "tokens_per_s": r0["tokens_per_s"],
+        "tokens_per_s_median_step": r0["tokens_per_s_median_step"],
         "step_s": r0["step_s"], "phases_s": r0["phases_s"], "comm_split": r0["comm_split"],
         "data_positions": [r["data_position"] for r in results],
         "checkpoints": r0["checkpoints"], "export_dir": r0.get("export_dir"),

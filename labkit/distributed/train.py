@@ -57,7 +57,7 @@ class TrainConfig:
     threads: int | None = None      # torch threads per rank; None: cores // local ranks
     comm_probe_iters: int = 3       # 0 skips the compute/communication probe
     kill_rank: int | None = None    # fault drill: this rank SIGKILLs itself...
-    kill_at_step: int | None = None # ...when about to run this step, on the first attempt
+    kill_at_step: int | None = None  # ...before running this step, on the first attempt
     attempt: int = 0                # which (re)start this is; set by the elastic driver
     log_every: int = 10
 
@@ -231,11 +231,14 @@ def _throughput(timings: list[tuple], tokens_per_step: int) -> dict:
     """Medians per phase, and tokens/s over this attempt's steps minus the first (warm-up:
     allocator, DDP bucket rebuild). Eval and checkpoint time are excluded."""
     if not timings:
-        return {"tokens_per_s": None, "step_s": None, "phases_s": None}
+        return {"tokens_per_s": None, "tokens_per_s_median_step": None, "step_s": None,
+                "phases_s": None}
     steady = timings[1:] or timings
     totals = [sum(t) for t in steady]
     med = [float(np.median([t[i] for t in steady])) for i in range(4)]
     return {"tokens_per_s": tokens_per_step * len(steady) / sum(totals),
+            # the median step ignores the odd step another process on the machine slowed down
+            "tokens_per_s_median_step": tokens_per_step / float(np.median(totals)),
             "step_s": float(np.median(totals)),
             "phases_s": dict(zip(("data", "forward", "backward_incl_allreduce",
                                   "optimizer_and_loss_allreduce"), med))}

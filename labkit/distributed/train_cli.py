@@ -80,6 +80,9 @@ def register(subparsers) -> None:
                         "earlier in backward but pay more per-call latency (default 25)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per rank (default: cores // ranks, at least 1)")
+    p.add_argument("--probe-iters", type=int, default=3,
+                   help="iterations of the compute/communication probe run after training "
+                        "(each: one no_sync and one synced forward+backward; 0 skips it)")
     p.add_argument("--kill-rank", type=int, default=None,
                    help="fault drill: this rank SIGKILLs itself (first attempt only)...")
     p.add_argument("--kill-at-step", type=int, default=None, help="...before this step")
@@ -101,7 +104,7 @@ def _config(args) -> dict:
     return dict(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
                 lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                 checkpoint_every=args.checkpoint_every, bucket_cap_mb=args.bucket_cap_mb,
-                threads=args.threads)
+                threads=args.threads, comm_probe_iters=args.probe_iters)
 
 
 def _validate(args) -> None:

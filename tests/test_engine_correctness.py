@@ -116,11 +116,31 @@ def test_shared_prefix_across_different_prompts(model_path):
     assert second[0]["num_cached_tokens"] > 30
 
 
+@pytest.mark.parametrize("cache", ["radix", "hash"])
+def test_concurrent_requests_sharing_a_system_prompt(model_path, cache, monkeypatch):
+    """Four requests with one long shared prefix decode together: their common KV blocks
+    are attended once for the group (cascade attention). Same tokens as transformers."""
+    from labkit.engine import attention
+
+    groups_seen = []
+    real = attention.find_shared_prefixes
+    monkeypatch.setattr(attention, "find_shared_prefixes",
+                        lambda *a: groups_seen.append(real(*a)) or groups_seen[-1])
+    system = PROMPTS[4] * 8
+    prompts = [system + q for q in ("x = 1", "def f(y):", "class A:", "import re")]
+    ref = hf_greedy(model_path, prompts, max_new=10)
+    eng = engine(model_path, prefix_cache=cache, block_size=4)
+    eng.generate(prompts[:1], SamplingParams(max_tokens=1, temperature=0))  # cache the prefix
+    out = eng.generate(prompts, SamplingParams(max_tokens=10, temperature=0))
+    assert token_ids(out) == ref
+    assert any(len(g) == 1 and len(g[0][0]) == 4 for g in groups_seen)
+
+
 @pytest.mark.parametrize("cache", ["radix", "hash", "none"])
 def test_output_survives_preemption(model_path, reference, cache):
     """A KV cache too small for all prompts at once: requests are preempted, recomputed
     later, and still produce exactly transformers' tokens."""
-    eng = engine(model_path, prefix_cache=cache, kv_cache_tokens=160, block_size=4)
+    eng = engine(model_path, prefix_cache=cache, kv_cache_tokens=96, block_size=4)
     assert token_ids(eng.generate(PROMPTS, GREEDY)) == reference
     assert eng.scheduler.num_preemptions > 0
     assert not eng.has_unfinished()

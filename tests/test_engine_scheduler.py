@@ -33,7 +33,8 @@ def fake_step(sched: Scheduler, token: int = 7):
     for seq, n in zip(batch.seqs, batch.num_new_tokens):
         assert n >= 1
         assert len(seq.block_table) * sched.block_size >= seq.num_computed_tokens + n
-        seq.num_computed_tokens += n
+    sched.update_after_step(batch)
+    for seq in batch.seqs:
         if seq.num_computed_tokens == seq.num_tokens:
             seq.output_token_ids.append(token)
             if seq.num_output_tokens >= seq.params.max_tokens:

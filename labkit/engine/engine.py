@@ -131,8 +131,7 @@ class LLMEngine:
         if batch.seqs:
             seqs, tokens = self.runner.run(batch)
             now = time.monotonic()
-            for seq, n in zip(batch.seqs, batch.num_new_tokens):
-                seq.num_computed_tokens += n
+            self.scheduler.update_after_step(batch)
             for seq, token in zip(seqs, tokens):
                 outputs.append(self._append(seq, token, now))
         if self.metrics:

@@ -11,7 +11,8 @@ Every formula follows transformers' LlamaForCausalLM so greedy outputs agree tok
 token: RMSNorm computed in float32, RoPE with rotate_half and cos/sin from rope_theta,
 softmax scale head_dim ** -0.5. Two engine tricks that do not change the maths:
 - q, k, v projections are fused into one matmul (one weight [q|k|v]), gate and up too:
-  fewer, bigger matmuls, which is what makes small batches fast on CPU.
+  fewer, bigger matmuls, which is what makes small batches fast on CPU. Weights are kept
+  transposed, [in, out], so every projection is a plain `x @ W`.
 - tokens are a flat list with positions, not a padded [batch, seq] grid, so a prefill
   chunk of 300 tokens and 31 one-token decodes share one forward pass without padding.
 The attention op itself lives outside (model_runner.py): the model does not know about
@@ -50,24 +51,29 @@ class LlamaModel:
         def get(key):
             return w.pop(key).to(self.device, self.dtype)
 
+        def linear(*keys):
+            # HF stores a linear layer as [out, in] and computes x @ W.T. We store W.T once,
+            # contiguous ([in, out]): MKL's small-batch matmuls run up to 2x faster that way.
+            return torch.cat([get(k) for k in keys]).T.contiguous()
+
         self.embed = get("model.embed_tokens.weight")
         self.layers = []
         for i in range(self.num_layers):
             p = f"model.layers.{i}."
             self.layers.append({
                 "input_norm": get(p + "input_layernorm.weight"),
-                "qkv": torch.cat([get(p + f"self_attn.{x}_proj.weight") for x in "qkv"]),
-                "o": get(p + "self_attn.o_proj.weight"),
+                "qkv": linear(*(p + f"self_attn.{x}_proj.weight" for x in "qkv")),
+                "o": linear(p + "self_attn.o_proj.weight"),
                 "post_norm": get(p + "post_attention_layernorm.weight"),
-                "gate_up": torch.cat([get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")]),
-                "down": get(p + "mlp.down_proj.weight"),
+                "gate_up": linear(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"),
+                "down": linear(p + "mlp.down_proj.weight"),
             })
         self.norm = get("model.norm.weight")
         # Tied embeddings (small models): the output head reuses the input embedding.
-        self.lm_head = get("lm_head.weight") if "lm_head.weight" in w else self.embed
+        self.lm_head = linear("lm_head.weight") if "lm_head.weight" in w else self.embed.T.contiguous()
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
-        self.inter = self.layers[0]["gate_up"].shape[0] // 2
+        self.inter = self.layers[0]["gate_up"].shape[1] // 2
         n = max_positions or cfg.get("max_position_embeddings", 2048)
         self.cos, self.sin = rope_cos_sin(cfg, self.head_dim, n, self.device)
 
@@ -82,18 +88,18 @@ class LlamaModel:
         cos, sin = self.cos[positions].to(h.dtype), self.sin[positions].to(h.dtype)
         for i, L in enumerate(self.layers):
             x = rms_norm(h, L["input_norm"], self.eps)
-            qkv = x @ L["qkv"].T
+            qkv = x @ L["qkv"]
             q = qkv[:, : self.q_size].view(T, self.num_heads, self.head_dim)
             k = qkv[:, self.q_size : self.q_size + self.kv_size].view(T, self.num_kv_heads, self.head_dim)
             v = qkv[:, self.q_size + self.kv_size :].view(T, self.num_kv_heads, self.head_dim)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             o = attention(i, q, k, v)
-            h = h + o.reshape(T, self.q_size) @ L["o"].T
+            h = h + o.reshape(T, self.q_size) @ L["o"]
             x = rms_norm(h, L["post_norm"], self.eps)
-            gate_up = x @ L["gate_up"].T
-            h = h + (F.silu(gate_up[:, : self.inter]) * gate_up[:, self.inter :]) @ L["down"].T
+            gate_up = x @ L["gate_up"]
+            h = h + (F.silu(gate_up[:, : self.inter]) * gate_up[:, self.inter :]) @ L["down"]
         h = rms_norm(h[logits_indices], self.norm, self.eps)
-        return (h @ self.lm_head.T).float()
+        return (h @ self.lm_head).float()
 
 
 def rms_norm(x, weight, eps):

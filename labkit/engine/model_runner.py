@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labkit.engine.attention import AttentionMetadata, attention, build_metadata
+from labkit.engine.attention import AttentionMetadata, Workspace, attention, build_metadata
 from labkit.engine.llama import LlamaModel
 from labkit.engine.sampler import sample
 from labkit.engine.scheduler import ScheduledBatch
@@ -59,6 +59,7 @@ class ModelRunner:
         self.key_cache = torch.zeros(shape, dtype=m.dtype, device=self.device)
         self.value_cache = torch.zeros(shape, dtype=m.dtype, device=self.device)
         self.scale = m.head_dim**-0.5
+        self.workspace = Workspace()
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -95,7 +96,7 @@ class ModelRunner:
         def t(x):
             return torch.as_tensor(x, dtype=torch.long).to(self.device, non_blocking=True)
 
-        attn = build_metadata(t(slots), decodes, prefills, bs, self.device)
+        attn = build_metadata(t(slots), decodes, prefills, bs, self.device, self.workspace)
         return StepInputs(t(input_ids), t(positions), attn, t(logits_indices), sample_seqs)
 
     def run(self, batch: ScheduledBatch) -> tuple[list, list[int]]:

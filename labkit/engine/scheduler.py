@@ -166,6 +166,31 @@ class Scheduler:
                 return False
         return True
 
+    # -- after the forward pass ---------------------------------------------------------
+    def update_after_step(self, batch: ScheduledBatch) -> None:
+        """The model computed the scheduled tokens. A prefill chunk's KV becomes findable in
+        the prefix cache right away (SGLang's cache_unfinished_req), not only when the
+        request finishes: requests that arrive meanwhile with the same prefix hit it."""
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            seq.num_computed_tokens += n
+            if n > 1 and self.cache.name != "none":
+                self._cache_computed(seq)
+
+    def _cache_computed(self, seq: Sequence) -> None:
+        n = self.cache.cacheable_len(seq.num_computed_tokens)  # hash: whole blocks only
+        if n <= seq.prefix.hit_len:
+            return
+        tokens = seq.token_ids(0, n)
+        k = n // self.block_size  # blocks holding exactly those n tokens
+        # Hand the computed blocks to the cache, then look them up again and lock the
+        # result: where another request cached the same tokens first, we now share its
+        # copy and our duplicate goes back to the pool.
+        self.cache.release(seq.prefix, seq.block_table[len(seq.prefix.block_ids):k], tokens)
+        m = self.cache.match(tokens, record=False)
+        self.cache.lock(m)
+        assert m.hit_len == n, (m.hit_len, n)
+        seq.prefix, seq.block_table = m, list(m.block_ids) + seq.block_table[k:]
+
     # -- leaving the running set ------------------------------------------------------
     def _release(self, seq: Sequence) -> None:
         """Hand seq's KV to the prefix cache (computed tokens become reusable) and unlock."""

@@ -1,0 +1,278 @@
+"""Teaching engine vs vLLM's CPU build vs a naive transformers loop, same tiny model.
+
+For each server (labkit's teaching engine, vLLM CPU with --enforce-eager) this script
+starts it on a free port, warms it up, and drives it with labkit's load generator
+(`labkit.bench`: streaming OpenAI requests, token counts from the server's `usage`) at
+concurrency 1, 8 and 32 — closed loop: C requests in flight, a new one as soon as one
+finishes — on two workloads:
+
+- random:        prompts of --input-len random words, --output-len tokens out (ignore_eos)
+- shared-prefix: --groups system prompts of --system-len words shared by the requests of
+                 each group, plus a --question-len word question; prefix caches shine here
+
+The naive baseline runs transformers' `generate` on the same random prompts one request at
+a time, in this process: what you would write without a serving engine.
+
+Output tokens/s = completed output tokens / (last token − first send) per run.
+
+    .venv/bin/python benchmarks/engine_vs_vllm.py                   # everything, ~6 min
+    .venv/bin/python benchmarks/engine_vs_vllm.py --engines mini --concurrency 32
+    .venv/bin/python benchmarks/engine_vs_vllm.py --mini-args "--num-threads 2"
+
+The machine is usually shared: the load average (1 min) is sampled before and after each
+run and reported with it; compare engines only within one run of this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from labkit.bench.runner import BenchConfig, run_async  # noqa: E402
+from labkit.bench.workloads import WorkloadParams, make_requests  # noqa: E402
+from labkit.models import build_tiny_llama  # noqa: E402
+
+NAME = "tiny"
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_cmd(engine: str, model: Path, port: int, args) -> list[str]:
+    common = ["--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+              "--served-model-name", NAME, "--max-model-len", str(args.max_model_len)]
+    if engine == "mini":
+        return [sys.executable, "-m", "labkit.engine.server", *common,
+                "--max-num-seqs", "64", "--kv-cache-tokens", "65536",
+                *shlex.split(args.mini_args)]
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *common,
+            "--dtype", "float32", "--enforce-eager", *shlex.split(args.vllm_args)]
+
+
+class Server:
+    """Start a server in its own process group; stop the whole group on exit."""
+
+    def __init__(self, engine, model, args):
+        self.port = free_port()
+        self.cmd = server_cmd(engine, model, self.port, args)
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{engine}-", suffix=".log", delete=False)
+        env = {**os.environ, **(VLLM_ENV if engine == "vllm" else {})}
+        if args.chrt:
+            self.cmd = ["chrt", "-f", "10", *self.cmd]
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def wait_healthy(self, timeout=300) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.cmd[:4]} exited:\n{Path(self.log.name).read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.base + "/health", timeout=2):
+                    return time.monotonic() - t0
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit(f"server not healthy after {timeout} s; log {self.log.name}")
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def workload_params(workload: str, args) -> WorkloadParams:
+    if workload == "random":
+        return WorkloadParams(input_len=args.input_len, output_len=args.output_len)
+    return WorkloadParams(num_groups=args.groups, system_prompt_len=args.system_len,
+                          question_len=args.question_len, output_len=args.shared_output_len)
+
+
+def bench(base: str, workload: str, concurrency: int, n: int, seed: int, args) -> dict:
+    cfg = BenchConfig(base_url=base, model=NAME, workload=workload, concurrency=concurrency,
+                      num_requests=n, seed=seed, progress=False, timeout=900,
+                      out_dir=tempfile.mkdtemp(prefix="engine-bench-"),
+                      params=workload_params(workload, args))
+    load_before = os.getloadavg()[0]
+    s = asyncio.run(run_async(cfg))
+    return {"workload": workload, "concurrency": concurrency, "requests": n,
+            "completed": s["requests"]["completed"], "failed": s["requests"]["failed"],
+            "output_tokens": s["tokens"]["output_tokens"],
+            "input_tokens": s["tokens"]["input_tokens"], "duration_s": s["duration_s"],
+            "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
+            "ttft_p50_ms": s["latency_ms"]["ttft"].get("p50"),
+            "tpot_p50_ms": s["latency_ms"]["tpot"].get("p50"),
+            "load_before": load_before, "load_after": os.getloadavg()[0]}
+
+
+def prefix_hits(base: str) -> dict:
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        for name in ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"):
+            if line.startswith(name + "{"):
+                out[name] = out.get(name, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def run_server(engine: str, model: Path, args) -> list[dict]:
+    rows = []
+    with Server(engine, model, args) as srv:
+        startup = srv.wait_healthy()
+        print(f"[{engine}] healthy after {startup:.1f} s: {' '.join(srv.cmd[2:])}", file=sys.stderr)
+        bench(srv.base, "random", 4, 8, 999, args)  # warm-up: first-call costs out of the way
+        for workload in args.workloads:
+            for c in args.concurrency:
+                n = max(args.min_requests, args.requests_per_slot * c)
+                before = prefix_hits(srv.base)
+                row = bench(srv.base, workload, c, n, seed=1000 + c, args=args)
+                after = prefix_hits(srv.base)
+                q = after.get("vllm:prefix_cache_queries_total", 0) - before.get("vllm:prefix_cache_queries_total", 0)
+                h = after.get("vllm:prefix_cache_hits_total", 0) - before.get("vllm:prefix_cache_hits_total", 0)
+                row.update(engine=engine, prefix_hit_rate=h / q if q else None, startup_s=startup)
+                rows.append(row)
+                print(f"[{engine}] {workload:13s} C={c:<3d} {row['output_tokens_per_s']:8.1f} out tok/s  "
+                      f"TTFT p50 {row['ttft_p50_ms']:.0f} ms  TPOT p50 {row['tpot_p50_ms']:.1f} ms  "
+                      f"hit rate {row['prefix_hit_rate'] or 0:.2f}  load {row['load_before']:.1f}"
+                      f"→{row['load_after']:.1f}", file=sys.stderr)
+    return rows
+
+
+def run_naive(model: Path, args) -> list[dict]:
+    """transformers generate, one request at a time: best of 1 and 2 torch threads."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    hf = AutoModelForCausalLM.from_pretrained(model)
+    reqs = make_requests("random", args.naive_requests, workload_params("random", args), seed=1032)
+    rows = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            ids = tok(reqs[0].prompt, return_tensors="pt")
+            hf.generate(**ids, max_new_tokens=8, min_new_tokens=8, do_sample=False)  # warm-up
+            load_before, out_tokens, t0 = os.getloadavg()[0], 0, time.perf_counter()
+            for r in reqs:
+                ids = tok(r.prompt, return_tensors="pt")
+                out = hf.generate(**ids, max_new_tokens=r.max_tokens, min_new_tokens=r.max_tokens,
+                                  do_sample=False)
+                out_tokens += out.shape[1] - ids["input_ids"].shape[1]
+            dt = time.perf_counter() - t0
+        rows.append({"engine": "naive", "workload": "random", "concurrency": 1, "threads": threads,
+                     "requests": len(reqs), "output_tokens": out_tokens, "duration_s": dt,
+                     "output_tokens_per_s": out_tokens / dt, "load_before": load_before,
+                     "load_after": os.getloadavg()[0]})
+        print(f"[naive] {threads} thread(s): {out_tokens / dt:.1f} out tok/s "
+              f"({len(reqs)} requests)", file=sys.stderr)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    def tps(engine, workload, c):
+        for r in rows:
+            if (r["engine"], r["workload"], r["concurrency"]) == (engine, workload, c):
+                return r["output_tokens_per_s"]
+        return None
+
+    naive = max((r["output_tokens_per_s"] for r in rows if r["engine"] == "naive"), default=None)
+    lines = ["| workload | C | teaching engine tok/s | vLLM CPU tok/s | engine / vLLM | engine / naive |",
+             "|---|---|---|---|---|---|"]
+    for workload in dict.fromkeys(r["workload"] for r in rows if r["engine"] != "naive"):
+        for c in sorted({r["concurrency"] for r in rows if r["workload"] == workload}):
+            mini, vllm = tps("mini", workload, c), tps("vllm", workload, c)
+            fmt = lambda x: "—" if x is None else f"{x:,.0f}"  # noqa: E731
+            ratio = f"{mini / vllm:.2f}×" if mini and vllm else "—"
+            vs_naive = f"{mini / naive:.1f}×" if mini and naive and workload == "random" else "—"
+            lines.append(f"| {workload} | {c} | {fmt(mini)} | {fmt(vllm)} | {ratio} | {vs_naive} |")
+    if naive:
+        lines.append(f"\nnaive transformers `generate`, one request at a time: {naive:,.0f} tok/s")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--engines", default="mini,vllm,naive")
+    p.add_argument("--workloads", default="random,shared-prefix")
+    p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument("--input-len", type=int, default=128, help="random: prompt words")
+    p.add_argument("--output-len", type=int, default=128, help="random: output tokens")
+    p.add_argument("--groups", type=int, default=4, help="shared-prefix: system prompts")
+    p.add_argument("--system-len", type=int, default=384, help="shared-prefix: words")
+    p.add_argument("--question-len", type=int, default=32, help="shared-prefix: words")
+    p.add_argument("--shared-output-len", type=int, default=64, help="shared-prefix: tokens out")
+    p.add_argument("--requests-per-slot", type=int, default=3, help="requests = this × C")
+    p.add_argument("--min-requests", type=int, default=8)
+    p.add_argument("--naive-requests", type=int, default=6)
+    p.add_argument("--max-model-len", type=int, default=1024)
+    p.add_argument("--mini-args", default="", help="extra flags for the teaching engine")
+    p.add_argument("--vllm-args", default="", help="extra flags for vLLM")
+    p.add_argument("--chrt", action="store_true", help="run servers under `chrt -f 10` "
+                   "(real-time priority, root only) to keep other users' load off the numbers")
+    p.add_argument("--out", default="runs/bench/engine_vs_vllm.json")
+    args = p.parse_args(argv)
+    args.workloads = args.workloads.split(",")
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    engines = args.engines.split(",")
+
+    model = build_tiny_llama(verbose=False)
+    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    rows = []
+    for engine in engines:
+        rows += run_naive(model, args) if engine == "naive" else run_server(engine, model, args)
+    result = {"started": started, "machine": platform.node(), "cpu": _cpu_name(),
+              "cores": os.cpu_count(), "python": platform.python_version(),
+              "args": {k: v for k, v in vars(args).items()}, "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(table(rows))
+    print(f"\nresults: {out}", file=sys.stderr)
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Cascade attention: read a prefix shared by many decoding sequences once, not once each.
+
+With a prefix cache, sequences that share a system prompt point at the *same* KV blocks
+(their block tables start with the same block ids). Plain paged attention still gathers
+those blocks once per sequence. Cascade attention (FlashInfer; vLLM's cascade backend)
+splits each sequence's softmax over its context into two parts:
+
+    shared prefix P (the group's common blocks)   own suffix S (everything after)
+
+    softmax over P ∪ S = a weighted mix of the softmax over P and the softmax over S,
+
+with weights given by each part's log-sum-exp (lse = log Σ exp(score)):
+
+    lse = log(e^lse_P + e^lse_S)
+    out = e^(lse_P − lse) · out_P + e^(lse_S − lse) · out_S
+
+This is exact (up to float rounding), the same trick FlashAttention uses between tiles.
+The prefix part stacks the queries of every sequence in the group into one matmul against
+K/V gathered once. On a CPU, attention is bound by memory traffic, so 32 sequences over 4
+shared 400-token system prompts read ~8x less KV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIN_SHARED_TOKENS = 32  # neighbours must share at least this much to be grouped
+MIN_SAVED_TOKENS = 256  # (members − 1) × shared tokens: below this the extra ops cost more
+
+
+@dataclass
+class SharedPrefix:
+    members: object  # long [m]: decode rows (sequences) in this group
+    blocks: object  # long [num_blocks]: the prefix's blocks, identical in every member's table
+
+    def attend(self, q, k, v, scale):
+        """Every member's queries against the prefix at once. q [b, Hkv, G, D] (all decode
+        rows), k, v [1, Hkv, P, D]. Returns out [m, Hkv, G, D] and lse [m, Hkv, G, 1]."""
+        m = self.members.shape[0]
+        _, hkv, g, d = q.shape
+        qm = q[self.members].permute(1, 0, 2, 3).reshape(1, hkv, m * g, d)  # one query block
+        o, lse = attend_with_lse(qm, k, v, None, scale)
+        unstack = lambda x: x.view(hkv, m, g, x.shape[-1]).permute(1, 0, 2, 3)  # noqa: E731
+        return unstack(o[0]), unstack(lse[0])
+
+
+def attend_with_lse(q, k, v, mask, scale):
+    """softmax(q kᵀ · scale) v together with the log-sum-exp of each row.
+    q [B, Hkv, G, D], k and v [B, Hkv, L, D], mask [B, 1, 1, L] (True = attend) or None."""
+    import torch
+
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # [B, Hkv, G, L]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+    return torch.matmul(torch.exp(scores - lse), v), lse
+
+
+def merge(o1, lse1, o2, lse2):
+    """Combine two partial attentions over disjoint key sets into the full one."""
+    import torch
+
+    lse = torch.logaddexp(lse1, lse2)
+    return o1 * torch.exp(lse1 - lse) + o2 * torch.exp(lse2 - lse), lse
+
+
+def common_prefix_len(a: list, b: list) -> int:
+    """Length of the common prefix of two lists: binary search with C-speed slice compares."""
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def find_shared_prefixes(decodes: list, block_size: int) -> list[tuple[list[int], int]]:
+    """Groups of decode sequences whose block tables start with the same blocks.
+
+    decodes: (block_table, context_len) per sequence. Returns (member indices, shared
+    blocks) per group worth grouping. Sorting the tables puts sequences with a common
+    prefix next to each other; a group is a run of neighbours that share at least
+    MIN_SHARED_TOKENS, and its prefix is the shortest of their pairwise common prefixes.
+    A sequence's newest block is never shared (its last token was just written there).
+    """
+    order = sorted(range(len(decodes)), key=lambda i: decodes[i][0])
+    runs, run, shared = [], [order[0]], None
+    for prev, cur in zip(order, order[1:]):
+        lcp = common_prefix_len(decodes[prev][0], decodes[cur][0])
+        lcp = min(lcp, (decodes[prev][1] - 1) // block_size, (decodes[cur][1] - 1) // block_size)
+        if lcp * block_size >= MIN_SHARED_TOKENS:
+            run.append(cur)
+            shared = lcp if shared is None else min(shared, lcp)
+        else:
+            runs.append((run, shared))
+            run, shared = [cur], None
+    runs.append((run, shared))
+    return [(members, n) for members, n in runs
+            if len(members) > 1 and (len(members) - 1) * n * block_size >= MIN_SAVED_TOKENS]

@@ -1,0 +1,99 @@
+"""The engine's attention (split decode/prefill, cascade over shared prefixes) against
+labkit.kvcache's reference paged attention, on random caches and block tables."""
+
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from labkit.engine import shared_prefix  # noqa: E402
+from labkit.engine.attention import attention, build_metadata  # noqa: E402
+from labkit.engine.shared_prefix import common_prefix_len, find_shared_prefixes  # noqa: E402
+from labkit.kvcache.paged_attention import paged_attention, write_kv_cache  # noqa: E402
+
+H, HKV, D = 4, 2, 16
+
+
+def random_batch(rng, block_size, num_blocks=400):
+    """Decodes in groups that share prefix blocks, plus prefill chunks with and without
+    earlier context. Returns everything both implementations need."""
+    free = list(range(num_blocks))
+    rng.shuffle(free)
+    take = lambda n: [free.pop() for _ in range(n)]  # noqa: E731
+    seqs = []  # (block_table, context_len, query_len)
+    for _ in range(3):  # groups sharing a prefix of 2..6 blocks
+        prefix = take(rng.randint(2, 6))
+        for _ in range(rng.randint(1, 4)):
+            own = rng.randint(1, 3 * block_size)
+            table = prefix + take(-(-own // block_size) + 1)
+            seqs.append((table, len(prefix) * block_size + own, 1))
+    for _ in range(3):  # loners
+        ctx = rng.randint(1, 5 * block_size)
+        seqs.append((take(-(-ctx // block_size)), ctx, 1))
+    for past in (0, 0, rng.randint(1, 3 * block_size)):  # prefill chunks
+        n = rng.randint(2, 2 * block_size)
+        seqs.append((take(-(-(past + n) // block_size)), past + n, n))
+    return seqs
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 16])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_engine_attention_matches_the_kvcache_reference(block_size, seed, monkeypatch):
+    monkeypatch.setattr(shared_prefix, "MIN_SHARED_TOKENS", 1)
+    monkeypatch.setattr(shared_prefix, "MIN_SAVED_TOKENS", 1)  # cascade whenever possible
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    seqs = random_batch(rng, block_size)
+    num_blocks = 400
+    kc = torch.randn(num_blocks, block_size, HKV, D)
+    vc = torch.randn(num_blocks, block_size, HKV, D)
+    T = sum(q for _, _, q in seqs)
+    q, k, v = torch.randn(T, H, D), torch.randn(T, HKV, D), torch.randn(T, HKV, D)
+
+    slots, decodes, prefills, row = [], [], [], 0
+    for table, ctx, n in seqs:
+        for pos in range(ctx - n, ctx):
+            slots.append(table[pos // block_size] * block_size + pos % block_size)
+        (decodes.append((table, ctx)) if n == 1 else prefills.append((row, n, table, ctx)))
+        row += n
+    meta = build_metadata(torch.tensor(slots), decodes, prefills, block_size, "cpu")
+    assert meta.shared, "the batch was built to contain shared prefixes"
+    ours = attention(q, k, v, kc.clone(), vc.clone(), meta, D**-0.5)
+
+    ref_k, ref_v = kc.clone(), vc.clone()
+    write_kv_cache(ref_k, ref_v, torch.tensor(slots), k, v)
+    width = max(len(t) for t, _, _ in seqs)
+    tables = torch.tensor([t + [0] * (width - len(t)) for t, _, _ in seqs])
+    ref = paged_attention(q, ref_k, ref_v, tables, [c for _, c, _ in seqs],
+                          [n for _, _, n in seqs], impl="reference")
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_common_prefix_len():
+    assert common_prefix_len([1, 2, 3, 4], [1, 2, 3, 4]) == 4
+    assert common_prefix_len([1, 2, 3, 4], [1, 2, 9, 4]) == 2
+    assert common_prefix_len([5], [6, 7]) == 0
+    assert common_prefix_len([], [1]) == 0
+    rng = random.Random(3)
+    for _ in range(200):
+        a = [rng.randint(0, 2) for _ in range(rng.randint(0, 12))]
+        b = a[: rng.randint(0, len(a))] + [rng.randint(0, 2) for _ in range(rng.randint(0, 5))]
+        expect = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        assert common_prefix_len(a, b) == expect
+
+
+def test_find_shared_prefixes_groups_sequences_by_their_common_blocks():
+    p1, p2 = list(range(1000, 1150)), list(range(2000, 2300))
+    decodes = [(p1 + [1, 2], 152), ([7, 8, 9], 3), (p2 + [3], 301), (p1 + [4], 151),
+               (p2 + [5, 6], 302), (p1 + [9], 151)]
+    groups = sorted(find_shared_prefixes(decodes, block_size=1))
+    assert groups == [([0, 3, 5], 150), ([2, 4], 300)]
+    # Too little sharing to pay for the extra work: no group.
+    assert find_shared_prefixes([(p1[:20] + [1], 21), (p1[:20] + [2], 21)], 1) == []
+    assert find_shared_prefixes([(p1 + [1], 151), (p1 + [2], 151)], 1) == []  # 1 x 150 < 256
+    # Never the whole context: the newest token's block stays each sequence's own.
+    assert find_shared_prefixes([(p2, 300)] * 3, 1) == [([0, 1, 2], 299)]
+    # Blocks of 16 tokens: the shared part is counted in blocks.
+    blocks = [(list(range(40)) + [100 + i], 40 * 16 + 5) for i in range(3)]
+    assert find_shared_prefixes(blocks, 16) == [([0, 1, 2], 40)]

@@ -90,7 +90,9 @@ def register(subparsers) -> None:
                    help="restart all ranks up to K times after a failure "
                         "(default: 1 with --kill-rank, else 0)")
     p.add_argument("--compare", action="store_true",
-                   help="with --kill-rank: also run uninterrupted and compare final losses")
+                   help="with --kill-rank: also run uninterrupted with the same seed and "
+                        "compare final losses (checkpoints go to CKPT_DIR/reference and "
+                        "CKPT_DIR/interrupted, or a temp directory)")
     p.add_argument("--tolerance", type=float, default=1e-6,
                    help="--compare passes if |loss difference| <= this (default 1e-6)")
     p.add_argument("--scaling", default=None, metavar="N,N,...",

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "labkit.models.cli",  # model build / info
     "labkit.exercises",  # exercises export
     "labkit.distributed.cli",  # collectives, nccl-log, topo
+    "labkit.distributed.train_cli",  # train (DDP, fault drill)
     "labkit.distributed.manifests_cli",  # manifests
     "labkit.kvcache.cli",  # kvcache simulate / trace
     "labkit.engines.cli",  # serve

@@ -28,7 +28,9 @@ NOT_MEASURED = "*not measured in this run*"
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+        # 4 significant digits for small numbers, whole numbers with separators from 1,000 up
+        # (`.4g` alone would print 62550.0 as 6.255e+04).
+        return f"{value:,.4g}" if abs(value) < 1e3 else f"{value:,.0f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)

@@ -184,6 +184,7 @@ def _fake_run(tmp_path, monkeypatch):
     rec.scalar("ttft_p99_ms_radix", 825.2, unit="ms")
     rec.scalar("engine_hit_rate_radix", 0.8303)
     rec.not_measured("ttft_p50_ms_none", "the engine failed to start: port busy")
+    rec.scalar("engine_load_avg", 999.0)  # more than this machine's cores: overloaded
     runs.atomic_write_json(tmp_path / "r" / "21_radix_attention" / "status.json",
                            {"status": "completed", "seconds": 90.0, "params": {}})
     return tmp_path / "r"
@@ -201,3 +202,4 @@ def test_portfolio_page_shows_engine_rows_that_ran_or_failed_and_hides_others(tm
     assert "| none | *not measured on this tier: the engine failed to start: port busy* |" in page
     assert "| hash |" not in page  # never asked for: no row
     assert "Without a prefix cache the median TTFT" not in page  # no speedup was recorded
+    assert "shared and overloaded while I measured (1-minute\nload average 999 on" in page

@@ -16,6 +16,7 @@ the comparison isolates what the cache saves in prefill, not how the queue behav
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -103,7 +104,10 @@ def measure_prefix_cache_ttft(model_path, prefix_cache: str, *, policy: str = "f
             "prompt_tokens": summary["tokens"]["input_tokens"],
             "prefix_cache_queries": queries, "prefix_cache_hits": hits,
             "hit_rate": round(hits / queries, 4) if queries and hits is not None else None,
-            "startup_s": round(startup_s, 1), "bench_dir": str(out_dir / "bench")}
+            "startup_s": round(startup_s, 1),
+            # A busy machine stretches both startup and the TTFT tail: keep its load in view.
+            "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            "bench_dir": str(out_dir / "bench")}
 
 
 def plot_ttft(rows: list[dict], ax=None):

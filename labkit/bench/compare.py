@@ -1,0 +1,240 @@
+"""Engine & config comparison: one server per config, a small sweep per workload, capacity.
+
+A config is an engine plus knobs (labkit.engines ServeConfig fields), as a dict or a string:
+
+    {"engine": "vllm"}                                  vLLM defaults (prefix caching on)
+    {"engine": "vllm", "prefix_caching": False}         "vllm:prefix_caching=false"
+    {"engine": "mini", "prefix_cache": "radix", "max_num_seqs": 4}
+    {"engine": "sglang", "quantization": "fp8"}         GPU tier
+    {"engine": "trtllm", "model": "nvidia/Llama-3.1-8B-Instruct-FP8"}
+                                       TensorRT-LLM reads FP8 from the checkpoint
+
+For each config: start the server (a context manager: it stops even if a sweep fails),
+warm it up, then for each workload run a load sweep with fresh prompts at every point
+(fresh_sweep.py) and read the server's prefix-cache counters around it. Capacity = the
+highest load whose requests met the SLO (sweep.capacity); its output tok/s is what the cost
+model prices (labkit.cost.per_token). A config this machine cannot run is not started: it
+gets the reason ("SGLang has no CPU kernels…") instead of a number.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from labkit.bench.fresh_sweep import run_bench_here, run_fresh_sweep
+from labkit.bench.runner import BenchConfig
+from labkit.bench.server_metrics import prefix_hit_rate, scrape
+from labkit.bench.workloads import WorkloadParams
+from labkit.cost.per_token import cost_per_million_tokens
+from labkit.errors import UserError
+
+# Why an engine cannot be measured on a machine without an NVIDIA GPU (FIELD_NOTES, DESIGN).
+GPU_ONLY_REASON = {
+    "sglang": "SGLang has no CPU kernels (SGLang 0.5.x on PyPI): GPU tier only",
+    "trtllm": "TensorRT-LLM is GPU-only: it needs CUDA and NVIDIA's TensorRT libraries",
+}
+QUANTIZATION_REASON = ("quantized serving is measured on the GPU tier only: FP8 W8A8 needs an "
+                       "NVIDIA GPU of compute capability ≥ 8.9 (vLLM docs), and the CPU tier's "
+                       "tiny model is float32")
+
+
+@dataclass
+class ConfigSpec:
+    engine: str
+    knobs: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return " ".join([self.engine] + [f"{k}={v}" for k, v in self.knobs.items()])
+
+
+def parse_config(config: dict | str) -> ConfigSpec:
+    """{"engine": "mini", "prefix_cache": "none"} or "mini:prefix_cache=none" → ConfigSpec."""
+    from labkit.engines.registry import ENGINES
+
+    if isinstance(config, str):
+        import yaml
+
+        engine, _, rest = config.strip().partition(":")
+        knobs = {}
+        for part in filter(None, (p.strip() for p in rest.split(","))):
+            name, eq, value = part.partition("=")
+            if not eq:
+                raise UserError(f"config {config!r}: {part!r} is not knob=value")
+            knobs[name.strip()] = yaml.safe_load(value)
+    elif isinstance(config, dict) and "engine" in config:
+        knobs = {k: v for k, v in config.items() if k != "engine"}
+        engine = config["engine"]
+    else:
+        raise UserError(f"config {config!r}: give a dict with an 'engine' key plus knobs, "
+                        'e.g. {"engine": "mini", "prefix_cache": "radix"}')
+    if engine not in ENGINES:
+        raise UserError(f"config {config!r}: unknown engine {engine!r}; engines: "
+                        f"{', '.join(ENGINES)}")
+    return ConfigSpec(engine, knobs)
+
+
+def why_not_here(spec: ConfigSpec) -> str | None:
+    """None when this machine can run the config, else the reason it cannot."""
+    from labkit.engines.config import has_nvidia_gpu
+    from labkit.engines.registry import engine_module
+
+    mod = engine_module(spec.engine)
+    gpu = has_nvidia_gpu()
+    if mod.REQUIRES_GPU and not gpu:
+        return GPU_ONLY_REASON.get(spec.engine, f"{mod.TITLE} is GPU only")
+    missing = mod.missing()
+    if missing:
+        return f"{mod.TITLE} cannot start here: {missing} ({mod.INSTALL_HINT})"
+    if spec.knobs.get("quantization") and not gpu:
+        return QUANTIZATION_REASON
+    return None
+
+
+def measure_config(spec: ConfigSpec, model: str, base_knobs: dict, bench: BenchConfig,
+                   workloads: dict[str, WorkloadParams], kind: str, values: list[float],
+                   out_dir: Path, attainment: float = 0.9, startup_timeout: float = 600,
+                   warmup_requests: int = 2, served_model_name: str | None = None) -> dict:
+    """Serve one config and sweep every workload against it. Never leaves a server behind.
+
+    `bench` carries what every point shares (num_requests, slo, api, tokenizer...); its
+    base_url and model are filled in from the running server.
+    """
+    from labkit.engines import ServerStartError, serve
+
+    knobs = {**(base_knobs.get(spec.engine) or {}), **spec.knobs}
+    model = knobs.pop("model", model)
+    if served_model_name and spec.engine != "trtllm":  # trtllm serves the MODEL argument's name
+        knobs.setdefault("served_model_name", served_model_name)
+    result = {"config": spec.label, "engine": spec.engine, "knobs": knobs, "model": model,
+              "sweeps": {}, "prefix_hit_rate": {}, "not_measured": why_not_here(spec)}
+    if result["not_measured"]:
+        return result
+    out_dir = Path(out_dir)
+    try:
+        server = serve(spec.engine, model=model, port=None, log_dir=out_dir / "server",
+                       timeout=startup_timeout, **knobs)
+    except ServerStartError as e:
+        result["not_measured"] = f"the server did not start: {e.cause} (log: {e.log_path})"
+        return result
+    with server:
+        result["startup_s"] = server.startup_s
+        cfg = replace(bench, base_url=server.base_url, model=server.model, progress=False)
+        if warmup_requests:  # first requests pay one-off costs (allocations, lazy init)
+            run_bench_here(replace(cfg, workload="random", rate=math.inf, concurrency=None,
+                              num_requests=warmup_requests, slo={}, seed=10_000,
+                              out_dir=str(out_dir / "warmup")))
+        for k, (wl, params) in enumerate(workloads.items()):
+            before = scrape(server.metrics_url)
+            t0 = time.monotonic()
+            # Seeds apart per workload: the generators draw words from one stream, so at
+            # equal seeds random prompt 0 *is* the start of shared-prefix system prompt 0,
+            # and a prefix cache would "hit" on a workload that shares nothing.
+            sweep = run_fresh_sweep(replace(cfg, workload=wl, params=params,
+                                            seed=cfg.seed + 1000 * (k + 1),
+                                            out_dir=str(out_dir / wl)), kind, values,
+                                    attainment, plot=False)
+            sweep["wall_s"] = time.monotonic() - t0
+            result["sweeps"][wl] = sweep
+            result["prefix_hit_rate"][wl] = prefix_hit_rate(spec.engine, before,
+                                                            scrape(server.metrics_url))
+    return result
+
+
+def _r(x, digits=2):
+    return None if x is None else round(float(x), digits)
+
+
+def capacity_rows(results: list[dict], price_per_hour: float, gpus: int = 1) -> list[dict]:
+    """One row per config × workload: capacity at the SLO and its cost per 1M output tokens.
+
+    status: "measured", "SLO not met" (no tested load met it) or "not measured" (this
+    machine cannot run the config; `reason` says why).
+    """
+    rows = []
+    for res in results:
+        workloads = res["sweeps"] or {None: None}
+        for wl, sweep in workloads.items():
+            row = {"config": res["config"], "engine": res["engine"], "workload": wl or "all",
+                   "status": "", "load_at_slo": None, "output_tok_per_s_at_slo": None,
+                   "ttft_p99_ms": None, "tpot_p99_ms": None, "prefix_hit_rate": None,
+                   "usd_per_1m_output_tokens": None, "reason": ""}
+            if res["not_measured"]:
+                row.update(status="not measured", reason=res["not_measured"])
+            elif not sweep["capacity"] or not sweep["capacity"]["output_tok_per_s"]:
+                row.update(status="SLO not met", reason="no tested load met the SLO")
+            else:
+                cap = sweep["capacity"]
+                row.update(status="measured", load_at_slo=cap["load"],
+                           output_tok_per_s_at_slo=_r(cap["output_tok_per_s"]),
+                           ttft_p99_ms=_r(cap["ttft_p99_ms"], 1),
+                           tpot_p99_ms=_r(cap["tpot_p99_ms"], 1),
+                           # from the unrounded tok/s: the saving sentence divides costs
+                           usd_per_1m_output_tokens=cost_per_million_tokens(
+                               price_per_hour, cap["output_tok_per_s"], gpus))
+            if wl is not None and res["prefix_hit_rate"].get(wl) is not None:
+                row["prefix_hit_rate"] = _r(res["prefix_hit_rate"][wl], 3)
+            rows.append(row)
+    return rows
+
+
+def format_capacity(rows: list[dict]) -> str:
+    lines = [f"{'config':<34}{'workload':<15}{'load':>6}{'tok/s':>10}{'$/1M':>10}"
+             f"{'hits':>7}  status"]
+    for r in rows:
+        hit = f"{r['prefix_hit_rate']:.0%}" if r["prefix_hit_rate"] is not None else "-"
+        if r["status"] == "measured":
+            lines.append(f"{r['config']:<34}{r['workload']:<15}{r['load_at_slo']:>6g}"
+                         f"{r['output_tok_per_s_at_slo']:>10.1f}"
+                         f"{r['usd_per_1m_output_tokens']:>10.3g}{hit:>7}  measured")
+        else:
+            lines.append(f"{r['config']:<34}{r['workload']:<15}{'-':>6}{'-':>10}{'-':>10}"
+                         f"{hit:>7}  {r['status']}: {r['reason']}")
+    return "\n".join(lines)
+
+
+def sweep_rows(results: list[dict]) -> list[dict]:
+    """Every load point of every config and workload, flat (for the CSV table)."""
+    out = []
+    for res in results:
+        for wl, sweep in res["sweeps"].items():
+            for r in sweep["rows"]:
+                out.append({"config": res["config"], "workload": wl, **{
+                    k: (_r(v, 2) if isinstance(v, float) and math.isfinite(v) else v)
+                    for k, v in r.items()}})
+    return out
+
+
+def costs_by_workload(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """{workload: {config: $/1M}} for the configs that met the SLO (the cost sentences' input)."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["usd_per_1m_output_tokens"] is not None:
+            out.setdefault(r["workload"], {})[r["config"]] = r["usd_per_1m_output_tokens"]
+    return out
+
+
+def describe(res: dict) -> str:
+    """A few lines saying what one config measured (or why it was not measured)."""
+    if res["not_measured"]:
+        return f"{res['config']}: not measured — {res['not_measured']}"
+    lines = [f"{res['config']}: healthy after {res['startup_s']:.0f} s"]
+    for wl, sweep in res["sweeps"].items():
+        cap, hit = sweep["capacity"], res["prefix_hit_rate"].get(wl)
+        hits = f", prefix-cache hits {hit:.0%}" if hit is not None else ""
+        if cap:
+            lines.append(f"  {wl}: capacity at concurrency/rate {cap['load']:g} → "
+                         f"{cap['output_tok_per_s']:.1f} output tok/s (TTFT p99 "
+                         f"{cap['ttft_p99_ms']:.0f} ms){hits}; sweep took {sweep['wall_s']:.0f} s")
+        else:
+            lines.append(f"  {wl}: no tested load met the SLO{hits}; sweep took "
+                         f"{sweep['wall_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def slug(text: str) -> str:
+    """A file- and scalar-name-safe version of a config label or workload name."""
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_")

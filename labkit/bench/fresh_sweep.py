@@ -1,0 +1,72 @@
+"""A load sweep whose every load point sends prompts the server has never seen.
+
+sweep.run_sweep runs every load with the same seed, so load point 2 sends *exactly* the
+prompts of load point 1. Against an engine with prefix caching (vLLM's default, SGLang's
+and the teaching engine's radix cache) the later points then hit the cache on whole
+prompts: their TTFT drops, and a "random" workload quietly becomes a 100 %-cache-hit
+workload. That flatters exactly the engines a comparison is about.
+
+Here load point i uses seed `cfg.seed + i`: new prompts and a new arrival draw each time,
+the same lengths and shapes. Shared-prefix groups get new system prompts per point too, so
+every point starts with cold prefixes and warms them itself.
+
+The result has the shape of run_sweep's (rows, capacity, kind, slo_ms, attainment, out_dir,
+plot), plus `summaries`: each point's full summary, for the readout.
+
+From a notebook: a Jupyter kernel already runs an asyncio event loop in its main thread,
+and `asyncio.run` (inside run_bench) refuses to start a second one there. `run_bench_here`
+gives the benchmark a thread, and so an event loop, of its own when that is the case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from labkit.bench import sweep
+from labkit.bench.report import _clean
+from labkit.bench.runner import BenchConfig, default_out_dir, run_bench
+
+
+def run_bench_here(cfg: BenchConfig) -> dict:
+    """run_bench that also works where an event loop is already running (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop in this thread: the plain call
+        return run_bench(cfg)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="labkit-bench") as pool:
+        return pool.submit(run_bench, cfg).result()
+
+
+def run_fresh_sweep(cfg: BenchConfig, kind: str, values: list[float],
+                    attainment: float = 0.9, plot: bool = True) -> dict:
+    """One benchmark per load value, each with fresh prompts; table, plot, capacity."""
+    if kind not in sweep.LOAD_NAME:
+        raise ValueError(f"kind must be one of {', '.join(sweep.LOAD_NAME)}, got {kind!r}")
+    out = Path(cfg.out_dir or default_out_dir())
+    out.mkdir(parents=True, exist_ok=True)
+    rows, summaries = [], []
+    for i, v in enumerate(sorted(values)):
+        point = replace(cfg, out_dir=str(out / f"{sweep.LOAD_NAME[kind]}-{v:g}"),
+                        seed=cfg.seed + i)
+        point = replace(point, rate=float(v)) if kind == "rates" else \
+            replace(point, concurrency=int(v))
+        s = run_bench_here(point)
+        summaries.append(s)
+        rows.append(sweep.row_from_summary(v, s, attainment))
+    with open(out / "sweep.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=sweep.COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    best = sweep.capacity(rows) if cfg.slo else None
+    result = {"kind": kind, "slo_ms": cfg.slo, "attainment": attainment, "rows": rows,
+              "capacity": best, "out_dir": str(out)}
+    (out / "sweep.json").write_text(json.dumps(_clean(result), indent=2) + "\n")
+    if plot:
+        result["plot"] = str(sweep.plot(rows, kind, cfg.slo, out / "pareto.png"))
+    result["summaries"] = summaries
+    return result

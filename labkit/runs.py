@@ -131,7 +131,7 @@ class LabRecorder:
         old = read_json(self.path / "results.json", default=None)
         # A re-run of a lab starts a fresh record; results of other labs are untouched.
         self.results: dict[str, Any] = {
-            "lab": lab, "params": params or {}, "started": _now(),
+            "lab": lab, "params": secrets.drop_secret_names(params or {}), "started": _now(),
             "scalars": {}, "tables": {}, "figures": {}, "texts": {}, "files": {},
             "not_measured": {},
         }

@@ -28,9 +28,14 @@ REDACTED = "***redacted***"
 MIN_SECRET_LEN = 6
 
 
+# "per_token", "first_token", "num_key" name quantities, not credentials.
+NOT_SECRET_BEFORE = {"per", "num", "max", "min", "first", "last", "next", "prev", "each"}
+
+
 def is_secret_name(name: str) -> bool:
-    words = re.split(r"[_\-.\s]+", name.lower())
-    return any(w.endswith(s) for w in words if w for s in SECRET_WORDS)
+    words = [w for w in re.split(r"[_\-.\s]+", name.lower()) if w]
+    return any(w.endswith(s) and not (i and words[i - 1] in NOT_SECRET_BEFORE)
+               for i, w in enumerate(words) for s in SECRET_WORDS)
 
 
 def secret_values(extra: Iterable[str] = ()) -> list[str]:
@@ -47,11 +52,20 @@ def redact_text(text: str, values: Iterable[str] | None = None) -> str:
     return text
 
 
+def drop_secret_names(params: dict) -> dict:
+    """Parameters or environment without the entries whose name looks secret."""
+    return {k: v for k, v in params.items() if not is_secret_name(str(k))}
+
+
 def scrub(obj: Any, values: Iterable[str] | None = None) -> Any:
-    """Copy of a JSON-like object with secret-named keys dropped and secret values redacted."""
+    """Copy of a JSON-like object with every secret *value* redacted, at any depth.
+
+    Keys are kept: a result called `ms_per_token` is not a credential. Dicts of
+    parameters or environment go through drop_secret_names() before they are recorded.
+    """
     values = secret_values() if values is None else list(values)
     if isinstance(obj, dict):
-        return {k: scrub(v, values) for k, v in obj.items() if not is_secret_name(str(k))}
+        return {k: scrub(v, values) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [scrub(v, values) for v in obj]
     if isinstance(obj, str):
@@ -61,7 +75,7 @@ def scrub(obj: Any, values: Iterable[str] | None = None) -> Any:
 
 def safe_environ() -> dict[str, str]:
     """The environment without secret-named variables (for recording what a run saw)."""
-    return {k: v for k, v in os.environ.items() if not is_secret_name(k)}
+    return drop_secret_names(dict(os.environ))
 
 
 def redact_file(path: os.PathLike | str, values: Iterable[str]) -> bool:

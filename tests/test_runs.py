@@ -20,6 +20,7 @@ def test_recorder_writes_every_kind_of_result(run_dir, tmp_path):
 
     rec = runs.lab("05_demo", params={"size": 4, "api_key": "sk-should-not-appear"})
     rec.scalar("tokens_per_s", 123.4, unit="tok/s", note="c=8")
+    rec.scalar("kib_per_token", 4.0)  # a result name, not a credential: it must survive
     rec.table("rows", [{"a": 1, "b": 2}, {"a": 3, "c": "x"}])
     fig, ax = plt.subplots()
     ax.plot([1, 2], [3, 4])
@@ -37,6 +38,7 @@ def test_recorder_writes_every_kind_of_result(run_dir, tmp_path):
     assert (run_dir / "05_demo" / "figures" / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert (run_dir / "05_demo" / res["files"]["weights"]).read_bytes() == b"\x00\x01"
     assert res["not_measured"] == {"gpu_util": "no GPU on this tier"}
+    assert res["scalars"]["kib_per_token"]["value"] == 4.0
     assert res["params"] == {"size": 4}  # the secret-named parameter is never written
     run = json.loads((run_dir / "run.json").read_text())
     assert run["machine"]["cpu_cores"] >= 1 and "torch" in run and run["git"]["commit"]

@@ -6,18 +6,20 @@ def test_secret_names_are_recognised_but_counts_are_not():
                  "AWS_SECRET_ACCESS_KEY", "some-token", "GITHUB_AUTH"]:
         assert secrets.is_secret_name(name), name
     for name in ["max_tokens", "num_tokens", "kv_cache_tokens", "PATH", "PWD", "keyboard",
-                 "matmul_size", "author"]:
+                 "matmul_size", "author", "kv_kib_per_token", "time_to_first_token_ms"]:
         assert not secrets.is_secret_name(name), name
 
 
-def test_scrub_drops_secret_keys_and_redacts_values(monkeypatch):
+def test_scrub_redacts_values_at_any_depth_and_keeps_result_names(monkeypatch):
     monkeypatch.setenv("MY_API_KEY", "sk-abcdef123456")
-    obj = {"params": {"hf_token": "hf_zzzzzzzz", "size": 3},
-           "log": ["called with sk-abcdef123456 ok"], "n": 1.5}
+    obj = {"scalars": {"ms_per_token": 4.2}, "log": ["called with sk-abcdef123456 ok"],
+           "n": 1.5}
     out = secrets.scrub(obj)
-    assert "hf_token" not in out["params"] and out["params"]["size"] == 3
+    assert out["scalars"] == {"ms_per_token": 4.2}
     assert "sk-abcdef123456" not in out["log"][0] and secrets.REDACTED in out["log"][0]
     assert out["n"] == 1.5
+    params = secrets.drop_secret_names({"hf_token": "hf_zzzzzzzz", "size": 3})
+    assert params == {"size": 3}
 
 
 def test_short_values_are_not_redacted_everywhere(monkeypatch):

@@ -221,24 +221,28 @@ def max_sustained(rows: list[dict], tool: str, arrival: str, ttft_tol_ms: float 
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| arrivals | target req/s | tool | sent (failed) | achieved req/s | vs target | "
-           "send lag p50 / p99 (ms) | TTFT p50 reported / server (ms) | error | "
-           "TPOT p50 reported / server (ms) | error | client CPU s / wall s | load avg | "
-           "sustained |", "|" + "---|" * 14]
+    """One line per arrival kind, rate and tool; its runs' figures joined by ' / '."""
+    out = ["| arrivals | target req/s | tool | achieved vs target | send lag p99 (ms) | "
+           "TTFT p50 error vs server (ms) | server's TTFT p50 (ms) | TPOT p50 error (ms) | "
+           "client CPU s (wall s) | load avg | sustained |", "|" + "---|" * 11]
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        head = f"| {r['arrival']} | {r['rate']:g} | {r['tool']} |"
-        if "ttft_err" not in r:
-            out.append(f"{head} run failed ({r['rc']}) | | | | | | | | "
-                       f"{r['client_cpu_s']:.1f} / {r['wall_s']:.0f} | {r['load_avg_1m']:.1f} "
-                       "| no |")
-            continue
+        groups.setdefault((r["arrival"], r["rate"], r["tool"]), []).append(r)
+
+    def each(runs, fmt):
+        return " / ".join(fmt(r) if "ttft_err" in r else f"failed ({r['rc']})" for r in runs)
+
+    for (arrival, rate, tool), runs in groups.items():
         out.append(
-            f"{head} {r['sent']} ({r['failed']}) | {r['achieved']:.2f} | "
-            f"{(r['vs_target'] - 1) * 100:+.2f} % | {r['lag_p50']:.2f} / {r['lag_p99']:.1f} | "
-            f"{r['ttft_p50']:.2f} / {r['ttft_server']:.2f} | {r['ttft_err']:+.2f} | "
-            f"{r['tpot_p50']:.3f} / {r['tpot_server']:.3f} | {r['tpot_err']:+.3f} | "
-            f"{r['client_cpu_s']:.1f} / {r['wall_s']:.0f} | {r['load_avg_1m']:.1f} | "
-            f"{'yes' if r['sustained'] else 'no'} |")
+            f"| {arrival} | {rate:g} | {tool} | " + " | ".join([
+                each(runs, lambda r: f"{(r['vs_target'] - 1) * 100:+.2f} %"),
+                each(runs, lambda r: f"{r['lag_p99']:.0f}"),
+                each(runs, lambda r: f"{r['ttft_err']:+.2f}"),
+                each(runs, lambda r: f"{r['ttft_server']:.2f}"),
+                each(runs, lambda r: f"{r['tpot_err']:+.3f}"),
+                " / ".join(f"{r['client_cpu_s']:.0f} ({r['wall_s']:.0f})" for r in runs),
+                " / ".join(f"{r['load_avg_1m']:.0f}" for r in runs),
+                " / ".join("yes" if r["sustained"] else "no" for r in runs)]) + " |")
     lowest = min(r["rate"] for r in rows)
     out += ["", "| arrivals | TTFT p50 bound | labkit bench max sustained req/s | GuideLLM | "
                 "ratio |", "|---|---|---|---|---|"]
@@ -247,9 +251,14 @@ def markdown(rows: list[dict]) -> str:
                            (float("inf"), "none (schedule only)")):
             lk = max_sustained(rows, "labkit", arrival, tol)
             gl = max_sustained(rows, "guidellm", arrival, tol)
-            ratio = (f"{lk / gl:.1f}×" if gl else f"> {lk / lowest:g}×" if lk else "n/a")
-            none = "" if gl else " (not even the lowest rate)"
-            out.append(f"| {arrival} | {label} | {lk:g} | {gl:g}{none} | {ratio} |")
+            if not any(r["tool"] == "guidellm" for r in rows):
+                shown, ratio = "not run", "n/a"
+            elif gl:
+                shown, ratio = f"{gl:g}", f"{lk / gl:.1f}×"
+            else:  # below the ladder: the ratio is only bounded
+                shown = f"< {lowest:g} (not even the lowest rate)"
+                ratio = f"> {lk / lowest:g}×" if lk else "n/a"
+            out.append(f"| {arrival} | {label} | {lk:g} | {shown} | {ratio} |")
     return "\n".join(out)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from labkit.bench.fresh_sweep import run_bench_here, run_fresh_sweep
+from labkit.bench.readout import load_average
 from labkit.bench.runner import BenchConfig
 from labkit.bench.server_metrics import prefix_hit_rate, scrape
 from labkit.bench.workloads import WorkloadParams
@@ -120,6 +121,7 @@ def measure_config(spec: ConfigSpec, model: str, base_knobs: dict, bench: BenchC
     except ServerStartError as e:
         result["not_measured"] = f"the server did not start: {e.cause} (log: {e.log_path})"
         return result
+    load_before = load_average()
     with server:
         result["startup_s"] = server.startup_s
         cfg = replace(bench, base_url=server.base_url, model=server.model, progress=False)
@@ -141,6 +143,10 @@ def measure_config(spec: ConfigSpec, model: str, base_knobs: dict, bench: BenchC
             result["sweeps"][wl] = sweep
             result["prefix_hit_rate"][wl] = prefix_hit_rate(spec.engine, before,
                                                             scrape(server.metrics_url))
+    # The machine's load while this config ran: configs measured at different loads are
+    # not comparable, and a shared machine's load changes from one config to the next.
+    loads = [x for x in (load_before, load_average()) if x is not None]
+    result["load_avg_1m_max"] = max(loads) if loads else None
     return result
 
 
@@ -161,7 +167,8 @@ def capacity_rows(results: list[dict], price_per_hour: float, gpus: int = 1) -> 
             row = {"config": res["config"], "engine": res["engine"], "workload": wl or "all",
                    "status": "", "load_at_slo": None, "output_tok_per_s_at_slo": None,
                    "ttft_p99_ms": None, "tpot_p99_ms": None, "prefix_hit_rate": None,
-                   "usd_per_1m_output_tokens": None, "reason": ""}
+                   "usd_per_1m_output_tokens": None,
+                   "load_avg_1m_max": res.get("load_avg_1m_max"), "reason": ""}
             if res["not_measured"]:
                 row.update(status="not measured", reason=res["not_measured"])
             elif not sweep["capacity"] or not sweep["capacity"]["output_tok_per_s"]:
@@ -179,6 +186,11 @@ def capacity_rows(results: list[dict], price_per_hour: float, gpus: int = 1) -> 
                 row["prefix_hit_rate"] = _r(res["prefix_hit_rate"][wl], 3)
             rows.append(row)
     return rows
+
+
+def for_page(rows: list[dict]) -> list[dict]:
+    """The same rows with empty cells instead of None (a table a reader can scan)."""
+    return [{k: ("" if v is None else v) for k, v in r.items()} for r in rows]
 
 
 def format_capacity(rows: list[dict]) -> str:

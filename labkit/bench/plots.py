@@ -68,6 +68,8 @@ def _cdf(ax, values_ms, label, **kw):
 
 def conventions_figure(records, capped_records=None, title: str = ""):
     """Left: TPOT vs per-token latency of the same requests. Right: E2E on two clocks."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     fig, axes = _plt().subplots(1, 2, figsize=(11, 4))
     ok = [r for r in records if r.ok]
     _cdf(axes[0], [metrics.tpot(r) and metrics.tpot(r) * 1e3 for r in ok],
@@ -77,6 +79,8 @@ def conventions_figure(records, capped_records=None, title: str = ""):
     _cdf(axes[0], [g * 1e3 for r in ok for g in metrics.itl(r)], "ITL, every gap pooled",
          linestyle=":")
     axes[0].set_xscale("log")  # a few stalls of seconds next to gaps of milliseconds
+    axes[0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[0].xaxis.set_minor_formatter(NullFormatter())
     axes[0].set_xlabel("ms (log)")
     axes[0].set_ylabel("share of requests (ITL: of gaps)")
     axes[0].set_title(title or "same requests, three per-token latencies")

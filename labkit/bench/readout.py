@@ -16,6 +16,7 @@ records, so the lab can say "not present here, and here is the number that shows
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from labkit.bench.client import RequestRecord
@@ -34,6 +35,15 @@ LATENCIES = [
     ("e2e_from_schedule", "E2E from schedule"),
 ]
 AIOHTTP_DEFAULT_POOL = 100  # aiohttp.TCPConnector(limit=100) unless told otherwise
+
+
+def load_average() -> float | None:
+    """1-minute load average (runnable processes), None where the OS has none (Windows).
+
+    Above the core count, processes queue for CPU: a benchmark's latencies then include
+    waiting for a core, on the client and the server alike. Record it next to the numbers.
+    """
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def _r(x, digits: int = 2):

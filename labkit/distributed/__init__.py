@@ -23,4 +23,15 @@ export.py         the trained model in Hugging Face format, for the serving labs
 elastic.py        run N ranks, restart all of them after a rank failure (like torchrun)
 drill.py          fault drill: kill a rank, resume, compare with an uninterrupted run
 scaling.py        weak scaling over world sizes 1, 2, 4 with the comm/compute split
+
+Cluster manifests (`labkit manifests`, module manifests_cli.py):
+manifests.py          PyTorchJob / JobSet / bare-metal torchrun lines with NCCL settings
+manifests_schema.py   offline validation: own CRD-derived schema + kubernetes-validate
+manifests_prereqs.py  GPU Operator / Network Operator prerequisites, explained
+
+Glue for the step-1 notebooks (labs 10-12):
+collectives_summary.py  tables, fits and prediction plots for lab 10
+train_summary.py        step logs, scaling/comm tables, drill comparison for lab 11
+train_plots.py          lab 11's figures
+cluster_checklist.py    NCCL variable table, manifest checks, log rows for lab 12
 """

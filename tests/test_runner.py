@@ -50,10 +50,22 @@ def test_unknown_parameter_stops_the_run_before_any_notebook(env, capsys):
     assert not (tmp / "runs").exists() or not any((tmp / "runs").glob("*/01_ok"))
 
 
+def processes_of_run(run_dir: Path) -> list:
+    """Live processes started for this run: their environment names its run directory
+    (other developers' kernels on a shared machine do not count)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("LABKIT_RUN_DIR") == str(run_dir):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
 @pytest.mark.slow
 def test_run_records_reports_failures_times_out_and_resumes(env, capsys):
     tmp, profile = env
-    before = {p.pid for p in psutil.process_iter()}
     rc = cli.main(["run", "01", "02", "--profile", profile, "-p", f"hf_token={SECRET}"])
     assert rc == 1  # one lab failed
     out = capsys.readouterr()
@@ -80,9 +92,7 @@ def test_run_records_reports_failures_times_out_and_resumes(env, capsys):
     assert "03_hang timeout" in capsys.readouterr().err
     hang = json.loads((run_dir / "03_hang" / "status.json").read_text())
     assert hang["status"] == "timeout"
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
-                 and "ipykernel" in " ".join(p.info["cmdline"] or [])]
-    assert not leftovers
+    assert not processes_of_run(run_dir)
 
     # --resume reruns only what did not complete.
     rc = cli.main(["run", "01", "02", "--profile", profile, "--resume", str(run_dir),

@@ -205,3 +205,24 @@ def test_figures_draw_from_rows():
     assert fig.axes[0].get_legend_handles_labels()[1] == ["a", "b"]
     fig = plots.curves_figure({"random": {"a": rows}}, {"ttft": 100}, "concurrencies")
     assert fig.axes[0].get_title() == "workload: random"
+
+
+def test_verdicts_flag_lower_bounds_and_a_missing_baseline():
+    results = [
+        {"config": "vllm", "engine": "vllm", "not_measured": None,
+         "sweeps": {"random": _sweep([(2, 50.0, True), (8, 90.0, False)]),
+                    "shared-prefix": _sweep([(2, 20.0, False)])},
+         "prefix_hit_rate": {}},
+        {"config": "mini", "engine": "mini", "not_measured": None,
+         "sweeps": {"random": _sweep([(2, 40.0, True), (8, 80.0, True)]),  # top load met it
+                    "shared-prefix": _sweep([(2, 30.0, True)])},
+         "prefix_hit_rate": {}}]
+    rows = compare.capacity_rows(results, 6.88)
+    assert {r["status"] for r in rows if r["config"] == "mini"} == {"measured (lower bound)"}
+    v = {x["workload"]: x for x in compare.verdicts(rows, ["random", "shared-prefix", "multi-turn"],
+                                                    "vllm", "tiny")}
+    assert v["random"]["best"] == "mini" and v["random"]["lower_bound"]
+    assert v["random"]["saving_pct"] == pytest.approx((1 - 50 / 80) * 100)
+    assert f"by {(1 - 50 / 80) * 100:.0f}% vs vllm" in v["random"]["sentence"]
+    assert v["shared-prefix"]["saving_pct"] is None and "baseline vllm" in v["shared-prefix"]["why"]
+    assert v["multi-turn"]["best"] is None and "no config met the SLO" in v["multi-turn"]["why"]

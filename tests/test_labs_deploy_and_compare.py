@@ -124,7 +124,8 @@ def test_lab23_page_states_the_computed_saving_and_labels_the_price(tmp_path, mo
                         ("best__shared_prefix", "mini prefix_cache=radix"),
                         ("usd_per_1m_best__shared_prefix", round(best, 4)),
                         ("usd_per_1m_baseline__shared_prefix", round(base, 4)),
-                        ("saving_pct__shared_prefix", round(x, 1))]:
+                        ("saving_pct__shared_prefix", round(x, 1)),
+                        ("lower_bound__shared_prefix", "yes")]:
         rec.scalar(name, value)
     rec.not_measured("saving_pct__random", "no config met the SLO on this workload")
     rec.table("capacity_and_cost", [
@@ -137,6 +138,7 @@ def test_lab23_page_states_the_computed_saving_and_labels_the_price(tmp_path, mo
             f"cost per 1M output tokens by\n  {round(x, 1):.1f}% vs vllm**") in page
     assert f"(${round(best, 4):.2f} vs ${round(base, 4):.2f} per 1M output" in page
     assert "random: *not measured on this tier: no config met the SLO" in page
+    assert "is a lower bound (every load I tested met the SLO)" in page
     assert "apply an H100 on-demand GPU-hour price to throughput measured on a\nCPU" in page
     assert "SGLang has no CPU kernels" in page
     assert "The machine's 1-minute load average" not in page  # not recorded: nothing said

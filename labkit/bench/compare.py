@@ -157,8 +157,9 @@ def _r(x, digits=2):
 def capacity_rows(results: list[dict], price_per_hour: float, gpus: int = 1) -> list[dict]:
     """One row per config × workload: capacity at the SLO and its cost per 1M output tokens.
 
-    status: "measured", "SLO not met" (no tested load met it) or "not measured" (this
-    machine cannot run the config; `reason` says why).
+    status: "measured", "measured (lower bound)" (even the highest tested load met the SLO,
+    so the capacity is at least this), "SLO not met" (no tested load met it) or "not
+    measured" (this machine cannot run the config; `reason` says why).
     """
     rows = []
     for res in results:
@@ -175,7 +176,10 @@ def capacity_rows(results: list[dict], price_per_hour: float, gpus: int = 1) -> 
                 row.update(status="SLO not met", reason="no tested load met the SLO")
             else:
                 cap = sweep["capacity"]
-                row.update(status="measured", load_at_slo=cap["load"],
+                # Every tested load met the SLO: the true capacity is higher than we know.
+                top = cap["load"] == max(r["load"] for r in sweep["rows"])
+                row.update(status="measured (lower bound)" if top else "measured",
+                           load_at_slo=cap["load"],
                            output_tok_per_s_at_slo=_r(cap["output_tok_per_s"]),
                            ttft_p99_ms=_r(cap["ttft_p99_ms"], 1),
                            tpot_p99_ms=_r(cap["tpot_p99_ms"], 1),
@@ -198,10 +202,10 @@ def format_capacity(rows: list[dict]) -> str:
              f"{'hits':>7}  status"]
     for r in rows:
         hit = f"{r['prefix_hit_rate']:.0%}" if r["prefix_hit_rate"] is not None else "-"
-        if r["status"] == "measured":
+        if r["status"].startswith("measured"):
             lines.append(f"{r['config']:<34}{r['workload']:<15}{r['load_at_slo']:>6g}"
                          f"{r['output_tok_per_s_at_slo']:>10.1f}"
-                         f"{r['usd_per_1m_output_tokens']:>10.3g}{hit:>7}  measured")
+                         f"{r['usd_per_1m_output_tokens']:>10.3g}{hit:>7}  {r['status']}")
         else:
             lines.append(f"{r['config']:<34}{r['workload']:<15}{'-':>6}{'-':>10}{'-':>10}"
                          f"{hit:>7}  {r['status']}: {r['reason']}")
@@ -238,7 +242,8 @@ def describe(res: dict) -> str:
         cap, hit = sweep["capacity"], res["prefix_hit_rate"].get(wl)
         hits = f", prefix-cache hits {hit:.0%}" if hit is not None else ""
         if cap:
-            lines.append(f"  {wl}: capacity at concurrency/rate {cap['load']:g} → "
+            top = cap["load"] == max(r["load"] for r in sweep["rows"])
+            lines.append(f"  {wl}: capacity {'≥ ' if top else ''}load {cap['load']:g} → "
                          f"{cap['output_tok_per_s']:.1f} output tok/s (TTFT p99 "
                          f"{cap['ttft_p99_ms']:.0f} ms){hits}; sweep took {sweep['wall_s']:.0f} s")
         else:
@@ -250,3 +255,37 @@ def describe(res: dict) -> str:
 def slug(text: str) -> str:
     """A file- and scalar-name-safe version of a config label or workload name."""
     return "".join(c if c.isalnum() else "_" for c in text).strip("_")
+
+
+def verdicts(rows: list[dict], workloads: list[str], baseline: str, model: str) -> list[dict]:
+    """Per workload: the cheapest config that met the SLO against the baseline, as numbers
+    and as the sentence that states them (labkit.cost.per_token.cost_sentence).
+
+    `lower_bound` is True when the best or the baseline capacity is only a lower bound
+    (even its highest tested load met the SLO): the real saving may then differ.
+    """
+    from labkit.cost.per_token import cheapest, cost_sentence, saving_percent
+
+    costs = costs_by_workload(rows)
+    out = []
+    for wl in workloads:
+        v = {"workload": wl, "best": None, "baseline": baseline, "usd_best": None,
+             "usd_baseline": None, "saving_pct": None, "lower_bound": False,
+             "sentence": None, "why": None}
+        c = costs.get(wl)
+        if not c:
+            v["why"] = ("no config met the SLO on this workload: relax the SLO limits or "
+                        "test lower loads")
+            out.append(v)
+            continue
+        best = cheapest(c)
+        status = {r["config"]: r["status"] for r in rows if r["workload"] == wl}
+        v.update(best=best, usd_best=c[best],
+                 sentence=cost_sentence(model, wl, best, baseline, c),
+                 lower_bound=any("lower bound" in status.get(k, "") for k in (best, baseline)))
+        if baseline in c:
+            v.update(usd_baseline=c[baseline], saving_pct=saving_percent(c[baseline], c[best]))
+        else:
+            v["why"] = f"the baseline {baseline} met the SLO at no tested load"
+        out.append(v)
+    return out

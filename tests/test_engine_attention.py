@@ -59,7 +59,8 @@ def test_engine_attention_matches_the_kvcache_reference(block_size, seed, monkey
         row += n
     meta = build_metadata(torch.tensor(slots), decodes, prefills, block_size, "cpu")
     assert meta.shared, "the batch was built to contain shared prefixes"
-    ours = attention(q, k, v, kc.clone(), vc.clone(), meta, D**-0.5)
+    head_major = lambda x: x.permute(2, 0, 1, 3).contiguous()  # noqa: E731  (engine layout)
+    ours = attention(q, k, v, head_major(kc), head_major(vc), meta, D**-0.5)
 
     ref_k, ref_v = kc.clone(), vc.clone()
     write_kv_cache(ref_k, ref_v, torch.tensor(slots), k, v)

@@ -3,7 +3,7 @@
     POST /v1/completions       prompt: str | [str] | [int] | [[int]]   → text_completion
     POST /v1/chat/completions  messages → the tokenizer's chat template → chat.completion
     GET  /v1/models            the one served model
-    GET  /health               200 while the engine thread runs
+    GET  /health               200 while the engine process runs
     GET  /metrics              Prometheus text format, vLLM metric names (metrics.py)
 
 Sampling fields: max_tokens (chat: also max_completion_tokens), temperature (default 1),
@@ -23,6 +23,7 @@ import json
 import time
 import uuid
 
+from labkit.engine.engine import check_request
 from labkit.engine.sequence import SamplingParams
 
 
@@ -37,16 +38,17 @@ class APIError(Exception):
                           "code": self.status}}
 
 
-def build_app(async_engine, metrics, served_model_name: str):
+def build_app(async_engine, metrics, tokenizer):
+    """The FastAPI app. async_engine: a started AsyncEngine; tokenizer: the model's HF one."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-    engine = async_engine.engine
-    tokenizer = engine.tokenizer
+    config = async_engine.config
+    served_model_name = config.served_model_name
     created = int(time.time())
 
     async def lifespan(app):
-        async_engine.start(asyncio.get_running_loop())
+        async_engine.attach(asyncio.get_running_loop())
         yield
         async_engine.stop()
 
@@ -69,8 +71,7 @@ def build_app(async_engine, metrics, served_model_name: str):
     async def models():
         return {"object": "list", "data": [{
             "id": served_model_name, "object": "model", "created": created, "owned_by": "labkit",
-            "root": engine.config.model, "parent": None,
-            "max_model_len": engine.config.max_model_len}]}
+            "root": config.model, "parent": None, "max_model_len": config.max_model_len}]}
 
     async def parse(request: Request) -> dict:
         try:
@@ -110,22 +111,24 @@ def build_app(async_engine, metrics, served_model_name: str):
         # The template writes <s> itself: do not add special tokens a second time.
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        params = _sampling_params(body, max_tokens or max(1, engine.config.max_model_len - len(ids)))
+        params = _sampling_params(body, max_tokens or max(1, config.max_model_len - len(ids)))
         return await respond(body, [ids], params, arrival, chat=True)
 
     async def respond(body, prompts, params, arrival, chat):
-        seqs = []
         try:
-            for ids in prompts:
-                seqs.append(engine.make_sequence(ids, params, arrival_time=arrival))
+            checked = [check_request(config, len(ids), params) for ids in prompts]
         except ValueError as e:
             raise APIError(str(e)) from None
+        if not async_engine.alive:
+            raise APIError("the engine process is not running; restart the server", 500)
         q: asyncio.Queue = asyncio.Queue()
-        for seq in seqs:
-            async_engine.submit(seq, q)
+        index = {}
+        for i, (ids, p) in enumerate(zip(prompts, checked)):
+            rid = uuid.uuid4().hex
+            index[rid] = i
+            async_engine.submit(rid, ids, p, arrival, q)
         meta = {"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex, "created": int(time.time()),
                 "model": served_model_name}
-        index = {s.request_id: i for i, s in enumerate(seqs)}
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(_stream(async_engine, q, index, meta, chat, usage),

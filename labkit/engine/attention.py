@@ -9,7 +9,7 @@ we split the batch and build the metadata once per step (`AttentionMetadata`):
 
 - decodes (query length 1; the runner puts them first): one batched call. Gather each
   sequence's K/V through its block table (index_select over whole blocks), pad to the
-  longest context, mask the padding, run scaled_dot_product_attention.
+  longest context, mask the padding: softmax(q kᵀ) v as two batched matmuls.
 - shared prefixes (cascade attention, as in FlashInfer and vLLM): when several decoding
   sequences start with the *same* cached blocks — one system prompt, many questions —
   gathering that prefix once per sequence reads the same memory again and again, and on
@@ -22,8 +22,7 @@ we split the batch and build the metadata once per step (`AttentionMetadata`):
   causal attention, no gather. Otherwise gather the context and use a causal mask
   shifted by the number of tokens already in the cache.
 
-Writing K/V into the cache is labkit.kvcache's write_kv_cache, and the tests check this
-module against labkit.kvcache's paged_attention on random batches.
+The tests check this module against labkit.kvcache's paged_attention on random batches.
 """
 
 from __future__ import annotations
@@ -62,19 +61,27 @@ class Workspace:
 
 
 @dataclass
+class DecodeBatch:
+    """Decoding sequences attended together: their blocks gathered and padded to one width."""
+
+    rows: object  # which query rows (a slice, or a long tensor of row indices)
+    blocks: object  # long [len(rows) * width]: blocks to gather, padded with block 0
+    mask: object  # bool [1, len(rows), 1, width * block_size]: True = padding, not context
+
+
+@dataclass
 class AttentionMetadata:
     slot_mapping: object  # int [num_tokens]: where each new token's K/V is written
-    num_decodes: int = 0  # the first num_decodes rows are decodes, one per sequence
-    decode_blocks: object = None  # int [num_decodes * max_blocks]: blocks to gather, padded
-    decode_mask: object = None  # bool [num_decodes, 1, 1, max_blocks * block_size]
-    shared: list[SharedPrefix] = field(default_factory=list)  # decode groups sharing a prefix
+    plain: DecodeBatch | None = None  # decodes attended the ordinary way
+    grouped: DecodeBatch | None = None  # decodes in shared-prefix groups: their own suffixes
+    shared: list[SharedPrefix] = field(default_factory=list)  # members index grouped rows
     prefills: list[PrefillChunk] = field(default_factory=list)
     workspace: Workspace = field(default_factory=Workspace)
 
 
 def build_metadata(slot_mapping, decodes: list, prefills: list, block_size: int, device,
                    workspace: Workspace | None = None, cascade: bool = True):
-    """decodes: (block_table, context_len) per decode sequence.
+    """decodes: (block_table, context_len) per decode sequence (query rows 0..len-1).
     prefills: (start row, num_tokens, block_table, context_len) per prefill chunk.
     Gathering whole blocks (not single slots) means block_size times fewer indices."""
     import numpy as np
@@ -83,25 +90,36 @@ def build_metadata(slot_mapping, decodes: list, prefills: list, block_size: int,
     def t(x, dtype=torch.long):
         return torch.as_tensor(x, dtype=dtype).to(device, non_blocking=True)
 
-    meta = AttentionMetadata(slot_mapping=slot_mapping, num_decodes=len(decodes),
-                             workspace=workspace or Workspace())
-    if decodes:
-        groups = find_shared_prefixes(decodes, block_size) if cascade else []
-        skip = [0] * len(decodes)  # leading blocks a sequence reads through its group
-        for members, num_blocks in groups:
-            table = decodes[members[0]][0]
-            meta.shared.append(SharedPrefix(t(members), t(table[:num_blocks])))
-            for i in members:
-                skip[i] = num_blocks
-        nblocks = [-(-ctx // block_size) for _, ctx in decodes]
-        width = max(nb - s for nb, s in zip(nblocks, skip))
-        blocks = np.zeros((len(decodes), width), dtype=np.int64)  # pad with block 0, masked
-        for i, ((table, _), nb, s) in enumerate(zip(decodes, nblocks, skip)):
+    def decode_batch(rows, skips):
+        """Pad the selected decodes' (suffix) blocks to one width; mask the padding."""
+        tables = [(decodes[i][0], decodes[i][1], s) for i, s in zip(rows, skips)]
+        nblocks = [-(-ctx // block_size) for _, ctx, _ in tables]
+        width = max(nb - s for nb, (_, _, s) in zip(nblocks, tables))
+        blocks = np.zeros((len(tables), width), dtype=np.int64)
+        for i, ((table, _, s), nb) in enumerate(zip(tables, nblocks)):
             blocks[i, : nb - s] = table[s:nb]
-        lens = np.array([ctx - s * block_size for (_, ctx), s in zip(decodes, skip)])
-        mask = np.arange(width * block_size)[None, :] < lens[:, None]
-        meta.decode_blocks = t(blocks.reshape(-1))
-        meta.decode_mask = t(mask[:, None, None, :], torch.bool)
+        lens = np.array([ctx - s * block_size for _, ctx, s in tables])
+        padding = np.arange(width * block_size)[None, :] >= lens[:, None]
+        return t(blocks.reshape(-1)), t(padding[None, :, None, :], torch.bool)
+
+    meta = AttentionMetadata(slot_mapping=slot_mapping, workspace=workspace or Workspace())
+    groups = find_shared_prefixes(decodes, block_size) if cascade and decodes else []
+    # Sequences in a group attend their prefix through it and only their suffix here;
+    # the rest are padded separately, so one long loner does not widen every suffix.
+    grouped = [i for members, _ in groups for i in members]
+    plain = sorted(set(range(len(decodes))) - set(grouped))
+    if plain:
+        rows = slice(0, len(decodes)) if not groups else t(plain)
+        meta.plain = DecodeBatch(rows, *decode_batch(plain, [0] * len(plain)))
+    if groups:
+        skips, position = [], {}
+        for members, num_blocks in groups:
+            for i in members:
+                position[i] = len(skips)
+                skips.append(num_blocks)
+            table = decodes[members[0]][0]
+            meta.shared.append(SharedPrefix(t([position[i] for i in members]), t(table[:num_blocks])))
+        meta.grouped = DecodeBatch(t(grouped), *decode_batch(grouped, skips))
     for start, n, table, ctx in prefills:
         chunk = PrefillChunk(start, n)
         if ctx > n:  # earlier context (prefix hit or earlier chunk): gather it + shifted mask
@@ -113,43 +131,62 @@ def build_metadata(slot_mapping, decodes: list, prefills: list, block_size: int,
     return meta
 
 
+def write_kv(key_cache, value_cache, slot_mapping, k, v) -> None:
+    """Store the new tokens' K and V: token i goes to flat slot slot_mapping[i] of every
+    KV head. k, v: [num_tokens, Hkv, D] (labkit.kvcache's write_kv_cache, head-major)."""
+    num_kv_heads, head_dim = key_cache.shape[0], key_cache.shape[-1]
+    key_cache.view(num_kv_heads, -1, head_dim)[:, slot_mapping] = k.transpose(0, 1)
+    value_cache.view(num_kv_heads, -1, head_dim)[:, slot_mapping] = v.transpose(0, 1)
+
+
 def attention(q, k, v, key_cache, value_cache, meta: AttentionMetadata, scale: float):
-    """q [T, H, D]; k, v [T, Hkv, D] for the new tokens; caches [blocks, block_size, Hkv, D].
-    Writes k, v into the cache, returns [T, H, D]."""
+    """q [T, H, D]; k, v [T, Hkv, D] for the new tokens; caches [Hkv, blocks, block_size, D].
+    Writes k, v into the cache, returns [T, H, D].
+
+    The cache is head-major (vLLM's is [blocks, block_size, Hkv, D]): gathering a batch's
+    blocks then yields [Hkv, batch, tokens, D], where every (head, sequence) pair is one
+    contiguous [tokens, D] matrix, and the decode scores are plain batched matmuls with
+    no copy in between."""
     import torch
     import torch.nn.functional as F
 
-    from labkit.kvcache.paged_attention import write_kv_cache
+    write_kv(key_cache, value_cache, meta.slot_mapping, k, v)
+    num_kv_heads, num_blocks, block_size, head_dim = key_cache.shape
+    rows_k = key_cache.view(num_kv_heads, num_blocks, -1)  # gather whole blocks, not tokens
+    rows_v = value_cache.view(num_kv_heads, num_blocks, -1)
+    group = q.shape[1] // num_kv_heads  # query heads per KV head (GQA)
 
-    write_kv_cache(key_cache, value_cache, meta.slot_mapping, k, v)
-    num_blocks, block_size, num_kv_heads, head_dim = key_cache.shape
-    rows_k = key_cache.view(num_blocks, -1)  # one row per block: gather blocks, not tokens
-    rows_v = value_cache.view(num_blocks, -1)
+    def gather(name, blocks, batch):  # -> K, V as [Hkv, batch, tokens, D]
+        shape = (num_kv_heads, blocks.shape[0], rows_k.shape[2])
+        kbuf, vbuf = meta.workspace.take(name, shape, rows_k)
+        torch.index_select(rows_k, 1, blocks, out=kbuf)
+        torch.index_select(rows_v, 1, blocks, out=vbuf)
+        return kbuf.view(num_kv_heads, batch, -1, head_dim), vbuf.view(num_kv_heads, batch, -1, head_dim)
 
-    def gather(name, blocks, batch):  # -> K, V as [batch, Hkv, tokens, D], SDPA's layout
-        kbuf, vbuf = meta.workspace.take(name, (blocks.shape[0], rows_k.shape[1]), rows_k)
-        torch.index_select(rows_k, 0, blocks, out=kbuf)
-        torch.index_select(rows_v, 0, blocks, out=vbuf)
-        return tuple(x.view(batch, -1, num_kv_heads, head_dim).transpose(1, 2) for x in (kbuf, vbuf))
+    def decode_queries(rows):  # [b, H, D] -> [Hkv, b, group, D]
+        return q[rows].view(-1, num_kv_heads, group, head_dim).transpose(0, 1)
+
+    def decode_out(rows, o):  # [Hkv, b, group, D] -> out rows [b, H, D]
+        out[rows] = o.transpose(0, 1).reshape(o.shape[1], -1, head_dim)
 
     out = torch.empty_like(q)
-    if meta.num_decodes:
-        b = meta.num_decodes
-        kd, vd = gather("decode", meta.decode_blocks, b)
-        if not meta.shared:
-            o = F.scaled_dot_product_attention(q[:b, :, None, :], kd, vd,
-                                               attn_mask=meta.decode_mask, scale=scale,
-                                               enable_gqa=True)
-            out[:b] = o[:, :, 0, :]
-        else:
-            group = q.shape[1] // num_kv_heads  # query heads per KV head
-            qd = q[:b].view(b, num_kv_heads, group, head_dim)
-            o, lse = attend_with_lse(qd, kd, vd, meta.decode_mask, scale)  # own suffixes
-            for s in meta.shared:
-                kp, vp = gather("prefix", s.blocks, 1)
-                o[s.members], lse[s.members] = merge(o[s.members], lse[s.members],
-                                                     *s.attend(qd, kp, vp, scale))
-            out[:b] = o.reshape(b, -1, head_dim)
+    if meta.plain is not None:
+        d = meta.plain
+        qd = decode_queries(d.rows)
+        kd, vd = gather("plain", d.blocks, qd.shape[1])
+        scores = torch.matmul(qd, kd.transpose(-1, -2)).mul_(scale)  # [Hkv, b, group, tokens]
+        scores.masked_fill_(d.mask, float("-inf"))
+        decode_out(d.rows, torch.matmul(torch.softmax(scores, dim=-1), vd))
+    if meta.grouped is not None:
+        d = meta.grouped
+        qd = decode_queries(d.rows)
+        ks, vs = gather("suffix", d.blocks, qd.shape[1])
+        o, lse = attend_with_lse(qd, ks, vs, d.mask, scale)  # each sequence's own suffix
+        for s in meta.shared:
+            kp, vp = gather("prefix", s.blocks, 1)  # once for the whole group
+            o[:, s.members], lse[:, s.members] = merge(o[:, s.members], lse[:, s.members],
+                                                       *s.attend(qd, kp, vp, scale))
+        decode_out(d.rows, o)
 
     for c in meta.prefills:
         rows = slice(c.start, c.start + c.num_tokens)
@@ -159,8 +196,8 @@ def attention(q, k, v, key_cache, value_cache, meta: AttentionMetadata, scale: f
             o = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, scale=scale,
                                                enable_gqa=True)
         else:
-            kc, vc = gather("prefill", c.blocks, 1)
-            o = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=c.mask, scale=scale,
-                                               enable_gqa=True)
+            kc, vc = gather("prefill", c.blocks, 1)  # [Hkv, 1, ctx, D]
+            o = F.scaled_dot_product_attention(qc, kc.transpose(0, 1), vc.transpose(0, 1),
+                                               attn_mask=c.mask, scale=scale, enable_gqa=True)
         out[rows] = o[0].transpose(0, 1)
     return out

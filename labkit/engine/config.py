@@ -36,7 +36,7 @@ class EngineConfig:
     device: str = "cpu"
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     dtype: str = "auto"  # auto = the checkpoint's dtype (float32 for the tiny Llama)
-    num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
+    num_threads: int | None = None  # torch threads on CPU; None = all cores but one
 
     def __post_init__(self):
         path = Path(self.model).expanduser()
@@ -64,6 +64,13 @@ class EngineConfig:
                             f"model's max_position_embeddings ({limit})")
         if self.served_model_name is None:
             self.served_model_name = self.model
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """Tokens the KV cache really holds: whole blocks (radix: blocks of one token)."""
+        if self.prefix_cache == "radix":
+            return self.kv_cache_tokens
+        return self.kv_cache_tokens // self.block_size * self.block_size
 
     @property
     def hf_config(self) -> dict:

@@ -11,8 +11,8 @@ its stop token ids or stop strings, max_tokens generated, or max_model_len reach
 Stop strings are cut from the text, so while a request runs the last len(stop) − 1
 characters are held back: they might be the start of a stop string (vLLM does the same).
 
-The engine is single-threaded and knows nothing about HTTP; server.py runs it in a
-background thread and feeds it requests.
+The engine is single-threaded and knows nothing about HTTP: engine_core.py runs it in a
+process of its own, and the server talks to that process (async_engine.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from labkit.engine.config import EngineConfig
 from labkit.engine.model_runner import ModelRunner
 from labkit.engine.scheduler import Scheduler
 from labkit.engine.sequence import SamplingParams, Sequence
-from labkit.kvcache.block_pool import blocks_for
 
 
 @dataclass
@@ -44,6 +43,32 @@ class RequestOutput:
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
+    # Timestamps (time.monotonic, one clock for every process on the machine) from which
+    # metrics.py derives vLLM's latency histograms, wherever the outputs are consumed.
+    time: float = 0.0  # when this step's tokens were sampled
+    prev_token_time: float | None = None  # the previous token's time; None: first token
+    arrival_time: float = 0.0
+    queued_time: float | None = None
+    scheduled_time: float | None = None
+    first_token_time: float | None = None
+
+
+def check_request(config: EngineConfig, num_prompt_tokens: int, params: SamplingParams) -> SamplingParams:
+    """Raise ValueError (the server answers HTTP 400) for a request that can never run;
+    return its params with max_tokens cut so the output stops at max_model_len."""
+    n, limit = num_prompt_tokens, config.max_model_len
+    if n == 0:
+        raise ValueError("the prompt is empty")
+    if n >= limit:
+        raise ValueError(f"this model's maximum context length is {limit} tokens; the "
+                         f"prompt has {n}, leaving no room for output")
+    params = dataclasses.replace(params, max_tokens=min(params.max_tokens, limit - n))
+    capacity = config.kv_capacity_tokens
+    if n + params.max_tokens > capacity:
+        raise ValueError(f"prompt + max_tokens = {n + params.max_tokens} tokens exceed the "
+                         f"whole KV cache ({capacity} tokens); lower max_tokens or start the "
+                         "server with more --kv-cache-tokens")
+    return params
 
 
 def make_prefix_cache(kind: str, capacity_tokens: int, block_size: int):
@@ -60,11 +85,10 @@ def make_prefix_cache(kind: str, capacity_tokens: int, block_size: int):
 
 
 class LLMEngine:
-    def __init__(self, config: EngineConfig, metrics=None):
+    def __init__(self, config: EngineConfig):
         from transformers import AutoTokenizer
 
         self.config = config
-        self.metrics = metrics  # an EngineMetrics, or None (offline use, tests)
         self.tokenizer = AutoTokenizer.from_pretrained(config.model, local_files_only=True)
         self._backend = self.tokenizer.backend_tokenizer  # Rust tokenizer: fast stream decode
         self.eos_token_ids = _eos_token_ids(config.model, self.tokenizer)
@@ -90,19 +114,7 @@ class LLMEngine:
         HTTP thread can call it and answer 400 at once. Raises ValueError."""
         from tokenizers.decoders import DecodeStream
 
-        n, limit = len(prompt_token_ids), self.config.max_model_len
-        if n == 0:
-            raise ValueError("the prompt is empty")
-        if n >= limit:
-            raise ValueError(f"this model's maximum context length is {limit} tokens; the "
-                             f"prompt has {n}, leaving no room for output")
-        # Never generate past max_model_len: shorten max_tokens (finish_reason "length").
-        params = dataclasses.replace(params, max_tokens=min(params.max_tokens, limit - n))
-        pool = self.cache.pool
-        if blocks_for(n + params.max_tokens, pool.block_size) > pool.num_blocks:
-            raise ValueError(f"prompt + max_tokens = {n + params.max_tokens} tokens exceed the "
-                             f"whole KV cache ({pool.num_blocks * pool.block_size} tokens); "
-                             "lower max_tokens or start the server with more --kv-cache-tokens")
+        params = check_request(self.config, len(prompt_token_ids), params)
         seq = Sequence(request_id or uuid.uuid4().hex, prompt_token_ids, params,
                        time.monotonic() if arrival_time is None else arrival_time)
         seq.decoder = DecodeStream(skip_special_tokens=True)
@@ -113,13 +125,22 @@ class LLMEngine:
         self.sequences[seq.request_id] = seq
         self.scheduler.add(seq)
 
-    def abort_request(self, request_id: str) -> None:
+    def abort_request(self, request_id: str) -> RequestOutput | None:
+        """Drop a request (its client went away). Returns its final output, or None if the
+        engine does not know it (already finished)."""
         seq = self.scheduler.abort(request_id)
-        if seq is not None:
-            self.sequences.pop(request_id, None)
-            if self.metrics:
-                self.metrics.on_finished(seq, time.monotonic())
-                self.metrics.on_step(self.scheduler)  # the engine may go idle: gauges now
+        if seq is None:
+            return None
+        self.sequences.pop(request_id, None)
+        return self._output(seq, [], "", time.monotonic())
+
+    def stats(self) -> dict:
+        """Scheduler state for the gauges and counters of metrics.py (vLLM's SchedulerStats)."""
+        s = self.scheduler
+        return {"running": len(s.running), "waiting": len(s.waiting),
+                "kv_cache_usage": s.kv_cache_usage(), "preemptions": s.num_preemptions,
+                "prefix_cache_queries": s.prefix_cache_queries,
+                "prefix_cache_hits": s.prefix_cache_hits}
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -134,16 +155,13 @@ class LLMEngine:
             self.scheduler.update_after_step(batch)
             for seq, token in zip(seqs, tokens):
                 outputs.append(self._append(seq, token, now))
-        if self.metrics:
-            self.metrics.on_step(self.scheduler)
         return outputs
 
     def _append(self, seq: Sequence, token: int, now: float) -> RequestOutput:
         seq.output_token_ids.append(token)
+        prev_token_time = seq.last_token_time
         if seq.first_token_time is None:
             seq.first_token_time = now
-        if self.metrics:
-            self.metrics.on_token(seq, now)
         seq.last_token_time = now
         piece = seq.decoder.step(self._backend, token) or ""
         seq.output_text += piece
@@ -151,17 +169,20 @@ class LLMEngine:
         if reason:
             self.scheduler.finish(seq, reason)
             self.sequences.pop(seq.request_id, None)
-            if self.metrics:
-                self.metrics.on_finished(seq, now)
         # Text the client may see now: everything once finished, else hold back what could
         # still turn out to be the start of a stop string.
         hold = 0 if seq.is_finished else max((len(s) for s in seq.params.stop), default=1) - 1
         visible = max(seq.num_text_sent, len(seq.output_text) - hold)
         new_text = seq.output_text[seq.num_text_sent : visible]
         seq.num_text_sent = visible
-        return RequestOutput(seq.request_id, [token], new_text, seq.is_finished,
-                             seq.finish_reason, seq.stop_reason, seq.num_prompt_tokens,
-                             seq.num_output_tokens, seq.num_cached_tokens)
+        return self._output(seq, [token], new_text, now, prev_token_time)
+
+    def _output(self, seq, tokens, text, now, prev_token_time=None) -> RequestOutput:
+        return RequestOutput(
+            seq.request_id, tokens, text, seq.is_finished, seq.finish_reason, seq.stop_reason,
+            seq.num_prompt_tokens, seq.num_output_tokens, seq.num_cached_tokens, now,
+            prev_token_time, seq.arrival_time, seq.queued_time, seq.scheduled_time,
+            seq.first_token_time)
 
     def _stop_reason(self, seq: Sequence, token: int, piece: str) -> str | None:
         p = seq.params

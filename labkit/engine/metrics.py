@@ -86,40 +86,43 @@ class EngineMetrics:
         self.decode = histogram("vllm:request_decode_time_seconds",
                                 "Histogram of time spent in DECODE phase for request.",
                                 REQUEST_LATENCY_BUCKETS)
-        self._seen = {"preemptions": 0, "queries": 0, "hits": 0}
+        self._seen = {"preemptions": 0, "prefix_cache_queries": 0, "prefix_cache_hits": 0}
 
-    # -- called by the engine thread ---------------------------------------------------------
-    def on_token(self, seq, now: float) -> None:
-        """seq just got a token; seq.last_token_time is still the previous token's time."""
-        self.generation_tokens.inc()
-        if seq.num_output_tokens == 1:
-            self.ttft.observe(now - seq.arrival_time)
-            self.prompt_tokens.inc(seq.num_prompt_tokens)
-        else:
-            self.itl.observe(now - seq.last_token_time)
-
-    def on_finished(self, seq, now: float) -> None:
-        self.success[seq.finish_reason].inc()
-        if seq.finish_reason == "abort" or seq.first_token_time is None:
+    # -- fed with what the engine returns -----------------------------------------------------
+    def observe(self, out) -> None:
+        """One RequestOutput (engine.py): token counts and latencies from its timestamps,
+        computed the way vLLM's frontend does (vllm/v1/metrics/stats.py)."""
+        self.generation_tokens.inc(len(out.new_token_ids))
+        if out.new_token_ids:
+            if out.prev_token_time is None:  # the request's first token
+                self.ttft.observe(out.time - out.arrival_time)
+                self.prompt_tokens.inc(out.num_prompt_tokens)
+            else:
+                self.itl.observe(out.time - out.prev_token_time)
+        if not out.finished:
+            return
+        self.success[out.finish_reason].inc()
+        if out.finish_reason == "abort" or out.first_token_time is None:
             return  # aborted: its latencies would describe the client, not the engine
-        decode_time = seq.last_token_time - seq.first_token_time
-        self.e2e.observe(now - seq.arrival_time)
-        self.queue.observe(seq.scheduled_time - seq.queued_time)
-        self.prefill.observe(seq.first_token_time - seq.scheduled_time)
+        decode_time = out.time - out.first_token_time
+        self.e2e.observe(out.time - out.arrival_time)
+        self.queue.observe(out.scheduled_time - out.queued_time)
+        self.prefill.observe(out.first_token_time - out.scheduled_time)
         self.decode.observe(decode_time)
-        if seq.num_output_tokens > 1:  # vLLM: the prefill's token is not a decode token
-            self.tpot.observe(decode_time / (seq.num_output_tokens - 1))
+        if out.num_output_tokens > 1:  # vLLM: the prefill's token is not a decode token
+            self.tpot.observe(decode_time / (out.num_output_tokens - 1))
 
-    def on_step(self, scheduler) -> None:
-        self.running.set(len(scheduler.running))
-        self.waiting.set(len(scheduler.waiting))
-        self.kv_usage.set(scheduler.kv_cache_usage())
-        for key, total, counter in (("preemptions", scheduler.num_preemptions, self.preemptions),
-                                    ("queries", scheduler.prefix_cache_queries, self.prefix_queries),
-                                    ("hits", scheduler.prefix_cache_hits, self.prefix_hits)):
-            if total > self._seen[key]:
-                counter.inc(total - self._seen[key])
-                self._seen[key] = total
+    def update(self, stats: dict) -> None:
+        """Scheduler state (LLMEngine.stats()): gauges, and counters advanced to its totals."""
+        self.running.set(stats["running"])
+        self.waiting.set(stats["waiting"])
+        self.kv_usage.set(stats["kv_cache_usage"])
+        for key, counter in (("preemptions", self.preemptions),
+                             ("prefix_cache_queries", self.prefix_queries),
+                             ("prefix_cache_hits", self.prefix_hits)):
+            if stats[key] > self._seen[key]:
+                counter.inc(stats[key] - self._seen[key])
+                self._seen[key] = stats[key]
 
     # -- called by the HTTP server -----------------------------------------------------------
     def exposition(self) -> tuple[bytes, str]:

@@ -1,8 +1,9 @@
 """Turn a scheduled batch into tensors, run the model over the paged KV cache, sample.
 
 The KV cache is preallocated once: per layer a key and a value tensor of shape
-[num_blocks, block_size, num_kv_heads, head_dim] (vLLM's layout). Nothing is allocated per
-request; a request only owns block ids, listed in its block table.
+[num_kv_heads, num_blocks, block_size, head_dim] (vLLM's is [num_blocks, block_size,
+num_kv_heads, head_dim]; head-major suits the CPU matmuls of attention.py). Nothing is
+allocated per request; a request only owns block ids, listed in its block table.
 
 For one step the runner flattens every scheduled sequence's new tokens into one list
 (vLLM's "varlen" batch) and builds, once for all layers:
@@ -22,6 +23,7 @@ context through its block table.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,13 +49,17 @@ class ModelRunner:
                  num_threads: int | None = None):
         import torch
 
-        if num_threads:
-            torch.set_num_threads(num_threads)
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            # Like vLLM's CPU worker: leave one core to the HTTP server (and the load
+            # generator). Two threads spinning on a 2-core machine starve the server that
+            # streams their tokens, and every step then waits for it.
+            torch.set_num_threads(num_threads or max(1, (os.cpu_count() or 2) - 1))
         self.model = LlamaModel(model_dir, device, dtype, max_model_len)
         self.block_size = block_size
         m = self.model
-        shape = (m.num_layers, num_blocks, block_size, m.num_kv_heads, m.head_dim)
+        # Head-major per layer, [Hkv, blocks, block_size, D]: see attention.py.
+        shape = (m.num_layers, m.num_kv_heads, num_blocks, block_size, m.head_dim)
         # One allocation for the whole cache, all layers: the memory a server reserves at
         # start-up (vLLM sizes it from --gpu-memory-utilization; we from --kv-cache-tokens).
         self.key_cache = torch.zeros(shape, dtype=m.dtype, device=self.device)

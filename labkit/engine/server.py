@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="weights and KV dtype (default auto: the checkpoint's)")
     p.add_argument("--num-threads", type=int,
-                   help="torch CPU threads for the forward pass (default: torch's choice)")
+                   help="torch CPU threads for the forward pass (default: all cores but one, "
+                   "which is left to the HTTP server, as vLLM's CPU build does)")
     p.add_argument("--graceful-shutdown-s", type=float, default=10.0,
                    help="on SIGTERM/Ctrl-C, how long running requests may take to finish")
     return p
@@ -106,23 +107,26 @@ def make_engine_config(args):
 
 
 def serve(args) -> int:
+    config = make_engine_config(args)
+    sock = bind_socket(args.host, args.port)  # before the slow imports: fail fast
+
     import uvicorn
+    from transformers import AutoTokenizer
 
     from labkit.engine.api import build_app
     from labkit.engine.async_engine import AsyncEngine
-    from labkit.engine.engine import LLMEngine
     from labkit.engine.metrics import EngineMetrics
 
-    config = make_engine_config(args)
-    sock = bind_socket(args.host, args.port)
     if config.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise UserError("--device cuda but torch sees no CUDA GPU; use --device cpu")
+    tokenizer = AutoTokenizer.from_pretrained(config.model, local_files_only=True)
     metrics = EngineMetrics(config.served_model_name)
-    engine = LLMEngine(config, metrics)
-    app = build_app(AsyncEngine(engine), metrics, config.served_model_name)
+    engine = AsyncEngine(config, metrics)
+    engine.start()  # loads the model in the engine process; raises UserError on failure
+    app = build_app(engine, metrics, tokenizer)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
@@ -133,11 +137,14 @@ def serve(args) -> int:
 
     server = Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                    timeout_graceful_shutdown=args.graceful_shutdown_s))
-    kv_mib = engine.runner.kv_cache_bytes / 2**20
+    kv_mib = engine.info["kv_cache_bytes"] / 2**20
     print(f"labkit engine: serving {config.served_model_name!r} on http://{args.host}:{args.port} "
           f"(prefix cache {config.prefix_cache}, policy {config.policy}, KV {config.kv_cache_tokens} "
           f"tokens = {kv_mib:.0f} MiB, device {config.device})", file=sys.stderr, flush=True)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        engine.stop()
     print("labkit engine: shut down", file=sys.stderr, flush=True)
     return 0
 

@@ -34,24 +34,23 @@ class SharedPrefix:
     blocks: object  # long [num_blocks]: the prefix's blocks, identical in every member's table
 
     def attend(self, q, k, v, scale):
-        """Every member's queries against the prefix at once. q [b, Hkv, G, D] (all decode
-        rows), k, v [1, Hkv, P, D]. Returns out [m, Hkv, G, D] and lse [m, Hkv, G, 1]."""
+        """Every member's queries against the prefix at once. q [Hkv, b, G, D] (all grouped
+        decode rows), k, v [Hkv, 1, P, D]. Returns out [Hkv, m, G, D], lse [Hkv, m, G, 1]."""
+        hkv, _, g, d = q.shape
         m = self.members.shape[0]
-        _, hkv, g, d = q.shape
-        qm = q[self.members].permute(1, 0, 2, 3).reshape(1, hkv, m * g, d)  # one query block
+        qm = q[:, self.members].reshape(hkv, 1, m * g, d)  # one block of m * G queries
         o, lse = attend_with_lse(qm, k, v, None, scale)
-        unstack = lambda x: x.view(hkv, m, g, x.shape[-1]).permute(1, 0, 2, 3)  # noqa: E731
-        return unstack(o[0]), unstack(lse[0])
+        return o.view(hkv, m, g, d), lse.view(hkv, m, g, 1)
 
 
-def attend_with_lse(q, k, v, mask, scale):
+def attend_with_lse(q, k, v, padding, scale):
     """softmax(q kᵀ · scale) v together with the log-sum-exp of each row.
-    q [B, Hkv, G, D], k and v [B, Hkv, L, D], mask [B, 1, 1, L] (True = attend) or None."""
+    q [Hkv, B, G, D], k and v [Hkv, B, L, D], padding [1, B, 1, L] (True = not a key) or None."""
     import torch
 
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # [B, Hkv, G, L]
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)  # [Hkv, B, G, L]
+    if padding is not None:
+        scores.masked_fill_(padding, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1, keepdim=True)
     return torch.matmul(torch.exp(scores - lse), v), lse
 

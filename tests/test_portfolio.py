@@ -69,3 +69,18 @@ def test_cli_builds_latest(run_dir, tmp_path, monkeypatch, capsys):
 def test_results_json_has_no_secret_either(run_dir):
     text = (run_dir / "00_orientation" / "results.json").read_text()
     assert "glsa_secret_value_123" not in text and json.loads(text)["texts"]["doctor"]
+
+
+def test_reproduce_round_trips_lists_and_blank_cells():
+    import shlex
+
+    from labkit import runner
+    from labkit.portfolio.build import LabView, _fmt
+
+    view = LabView("23_x", "x", {"status": {"params": {"configs": [{"engine": "vllm"}],
+                                                     "rate": 2.5}}}, {"profile": "cpu"})
+    cmd = shlex.split(view.reproduce)
+    pairs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-p"]
+    common, _, _ = runner.parse_overrides(pairs)
+    assert common == {"configs": [{"engine": "vllm"}], "rate": 2.5}
+    assert _fmt(None) == ""

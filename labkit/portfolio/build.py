@@ -14,6 +14,7 @@ The HTML file embeds every figure as a data: URI so it is one self-contained fil
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shlex
 import shutil
@@ -27,6 +28,8 @@ NOT_MEASURED = "*not measured in this run*"
 
 
 def _fmt(value) -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
         # 4 significant digits for small numbers, whole numbers with separators from 1,000 up
         # (`.4g` alone would print 62550.0 as 6.255e+04).
@@ -94,7 +97,10 @@ class LabView:
     @property
     def reproduce(self) -> str:
         params = self.results.get("status", {}).get("params") or self.results.get("params", {})
-        args = " ".join(f"-p {shlex.quote(f'{k}={v}')}" for k, v in params.items())
+        # Lists and dicts as JSON, which `labkit run` reads back (values are YAML-typed).
+        args = " ".join(
+            f"-p {shlex.quote(f'{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}')}"
+            for k, v in params.items())
         commit = self.run.get("git", {}).get("commit", "")
         checkout = f"git checkout {commit[:12]} && " if re.fullmatch(r"[0-9a-f]{40}", commit) else ""
         return f"{checkout}labkit run {self.name} --profile {self.run.get('profile', 'cpu')} {args}".strip()

@@ -45,13 +45,9 @@ def _get(url: str) -> dict:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from labkit.env import cpu_model  # one definition of "which CPU is this" for the kit
+
+    return cpu_model()
 
 
 def run(rates: list[float], duration: float, ttft_ms: float, tpot_ms: float, out_len: int,

@@ -47,6 +47,15 @@ class Workspace:
 
     def __init__(self):
         self.bufs = {}
+        # Gathered shared prefixes, (layer, prefix block ids) -> (K, V). A prefix's blocks
+        # are locked and immutable while a group decodes over it, so the copy made in one
+        # step is still exact in the next: gather once, attend for the next 100 steps.
+        self.prefixes = {}
+
+    def keep_prefixes(self, keys) -> None:
+        """Forget gathered prefixes no group of this step uses (their blocks may be reused)."""
+        keys = set(keys)
+        self.prefixes = {k: kv for k, kv in self.prefixes.items() if k[1] in keys}
 
     def take(self, name, shape, like):
         import math
@@ -117,9 +126,10 @@ def build_metadata(slot_mapping, decodes: list, prefills: list, block_size: int,
             for i in members:
                 position[i] = len(skips)
                 skips.append(num_blocks)
-            table = decodes[members[0]][0]
-            meta.shared.append(SharedPrefix(t([position[i] for i in members]), t(table[:num_blocks])))
+            prefix = tuple(decodes[members[0]][0][:num_blocks])
+            meta.shared.append(SharedPrefix(t([position[i] for i in members]), t(prefix), prefix))
         meta.grouped = DecodeBatch(t(grouped), *decode_batch(grouped, skips))
+    meta.workspace.keep_prefixes(s.key for s in meta.shared)
     for start, n, table, ctx in prefills:
         chunk = PrefillChunk(start, n)
         if ctx > n:  # earlier context (prefix hit or earlier chunk): gather it + shifted mask
@@ -139,7 +149,8 @@ def write_kv(key_cache, value_cache, slot_mapping, k, v) -> None:
     value_cache.view(num_kv_heads, -1, head_dim)[:, slot_mapping] = v.transpose(0, 1)
 
 
-def attention(q, k, v, key_cache, value_cache, meta: AttentionMetadata, scale: float):
+def attention(q, k, v, key_cache, value_cache, meta: AttentionMetadata, scale: float,
+              layer: int = 0):
     """q [T, H, D]; k, v [T, Hkv, D] for the new tokens; caches [Hkv, blocks, block_size, D].
     Writes k, v into the cache, returns [T, H, D].
 
@@ -183,7 +194,12 @@ def attention(q, k, v, key_cache, value_cache, meta: AttentionMetadata, scale: f
         ks, vs = gather("suffix", d.blocks, qd.shape[1])
         o, lse = attend_with_lse(qd, ks, vs, d.mask, scale)  # each sequence's own suffix
         for s in meta.shared:
-            kp, vp = gather("prefix", s.blocks, 1)  # once for the whole group
+            kv = meta.workspace.prefixes.get((layer, s.key))
+            if kv is None:  # once for the whole group, and kept for the next steps
+                kv = meta.workspace.prefixes[layer, s.key] = tuple(
+                    x.index_select(1, s.blocks).view(num_kv_heads, 1, -1, head_dim)
+                    for x in (rows_k, rows_v))
+            kp, vp = kv
             o[:, s.members], lse[:, s.members] = merge(o[:, s.members], lse[:, s.members],
                                                        *s.attend(qd, kp, vp, scale))
         decode_out(d.rows, o)

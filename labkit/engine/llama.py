@@ -89,10 +89,10 @@ class LlamaModel:
         for i, L in enumerate(self.layers):
             x = rms_norm(h, L["input_norm"], self.eps)
             qkv = x @ L["qkv"]
-            q = qkv[:, : self.q_size].view(T, self.num_heads, self.head_dim)
-            k = qkv[:, self.q_size : self.q_size + self.kv_size].view(T, self.num_kv_heads, self.head_dim)
+            # RoPE rotates q and k alike: one call over their H + Hkv heads together.
+            qk = apply_rope(qkv[:, : self.q_size + self.kv_size].view(T, -1, self.head_dim), cos, sin)
+            q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
             v = qkv[:, self.q_size + self.kv_size :].view(T, self.num_kv_heads, self.head_dim)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             o = attention(i, q, k, v)
             h = h + o.reshape(T, self.q_size) @ L["o"]
             x = rms_norm(h, L["post_norm"], self.eps)
@@ -105,7 +105,10 @@ class LlamaModel:
 def rms_norm(x, weight, eps):
     """x / sqrt(mean(x²) + eps) * weight, computed in float32 like transformers' LlamaRMSNorm."""
     import torch
+    import torch.nn.functional as F
 
+    if x.dtype == torch.float32:  # the same formula as one fused op (bit-identical here)
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return weight * xf.to(x.dtype)

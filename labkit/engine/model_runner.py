@@ -113,7 +113,7 @@ class ModelRunner:
 
         def attend(layer, q, k, v):
             return attention(q, k, v, self.key_cache[layer], self.value_cache[layer], x.attn,
-                             self.scale)
+                             self.scale, layer)
 
         with torch.inference_mode():
             logits = self.model.forward(x.input_ids, x.positions, attend, x.logits_indices)

@@ -32,6 +32,7 @@ MIN_SAVED_TOKENS = 256  # (members − 1) × shared tokens: below this the extra
 class SharedPrefix:
     members: object  # long [m]: decode rows (sequences) in this group
     blocks: object  # long [num_blocks]: the prefix's blocks, identical in every member's table
+    key: tuple = ()  # the same block ids as a tuple: names this prefix from step to step
 
     def attend(self, q, k, v, scale):
         """Every member's queries against the prefix at once. q [Hkv, b, G, D] (all grouped

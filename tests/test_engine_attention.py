@@ -58,7 +58,7 @@ def test_engine_attention_matches_the_kvcache_reference(block_size, seed, monkey
         (decodes.append((table, ctx)) if n == 1 else prefills.append((row, n, table, ctx)))
         row += n
     meta = build_metadata(torch.tensor(slots), decodes, prefills, block_size, "cpu")
-    assert meta.shared, "the batch was built to contain shared prefixes"
+    assert meta.prefix is not None, "the batch was built to contain shared prefixes"
     head_major = lambda x: x.permute(2, 0, 1, 3).contiguous()  # noqa: E731  (engine layout)
     ours = attention(q, k, v, head_major(kc), head_major(vc), meta, D**-0.5)
 

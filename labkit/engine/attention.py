@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from labkit.engine.shared_prefix import SharedPrefix, attend_with_lse, find_shared_prefixes, merge
+from labkit.engine.shared_prefix import (PrefixBatch, attend_with_lse, find_shared_prefixes, merge,
+                                         prefix_batch)
 
 
 @dataclass
@@ -47,15 +48,14 @@ class Workspace:
 
     def __init__(self):
         self.bufs = {}
-        # Gathered shared prefixes, (layer, prefix block ids) -> (K, V). A prefix's blocks
+        # Gathered shared prefixes, (layer, PrefixBatch.key) -> (K, V). A prefix's blocks
         # are locked and immutable while a group decodes over it, so the copy made in one
         # step is still exact in the next: gather once, attend for the next 100 steps.
         self.prefixes = {}
 
-    def keep_prefixes(self, keys) -> None:
-        """Forget gathered prefixes no group of this step uses (their blocks may be reused)."""
-        keys = set(keys)
-        self.prefixes = {k: kv for k, kv in self.prefixes.items() if k[1] in keys}
+    def keep_prefixes(self, key) -> None:
+        """Forget gathered prefixes this step does not use (their blocks may be reused)."""
+        self.prefixes = {k: kv for k, kv in self.prefixes.items() if k[1] == key}
 
     def take(self, name, shape, like):
         import math
@@ -83,7 +83,7 @@ class AttentionMetadata:
     slot_mapping: object  # int [num_tokens]: where each new token's K/V is written
     plain: DecodeBatch | None = None  # decodes attended the ordinary way
     grouped: DecodeBatch | None = None  # decodes in shared-prefix groups: their own suffixes
-    shared: list[SharedPrefix] = field(default_factory=list)  # members index grouped rows
+    prefix: PrefixBatch | None = None  # the groups' shared prefixes
     prefills: list[PrefillChunk] = field(default_factory=list)
     workspace: Workspace = field(default_factory=Workspace)
 
@@ -121,15 +121,10 @@ def build_metadata(slot_mapping, decodes: list, prefills: list, block_size: int,
         rows = slice(0, len(decodes)) if not groups else t(plain)
         meta.plain = DecodeBatch(rows, *decode_batch(plain, [0] * len(plain)))
     if groups:
-        skips, position = [], {}
-        for members, num_blocks in groups:
-            for i in members:
-                position[i] = len(skips)
-                skips.append(num_blocks)
-            prefix = tuple(decodes[members[0]][0][:num_blocks])
-            meta.shared.append(SharedPrefix(t([position[i] for i in members]), t(prefix), prefix))
+        skips = [n for members, n in groups for _ in members]
         meta.grouped = DecodeBatch(t(grouped), *decode_batch(grouped, skips))
-    meta.workspace.keep_prefixes(s.key for s in meta.shared)
+        meta.prefix = prefix_batch(groups, decodes, block_size, t)
+    meta.workspace.keep_prefixes(meta.prefix.key if meta.prefix else None)
     for start, n, table, ctx in prefills:
         chunk = PrefillChunk(start, n)
         if ctx > n:  # earlier context (prefix hit or earlier chunk): gather it + shifted mask
@@ -193,15 +188,14 @@ def attention(q, k, v, key_cache, value_cache, meta: AttentionMetadata, scale: f
         qd = decode_queries(d.rows)
         ks, vs = gather("suffix", d.blocks, qd.shape[1])
         o, lse = attend_with_lse(qd, ks, vs, d.mask, scale)  # each sequence's own suffix
-        for s in meta.shared:
-            kv = meta.workspace.prefixes.get((layer, s.key))
-            if kv is None:  # once for the whole group, and kept for the next steps
-                kv = meta.workspace.prefixes[layer, s.key] = tuple(
-                    x.index_select(1, s.blocks).view(num_kv_heads, 1, -1, head_dim)
-                    for x in (rows_k, rows_v))
-            kp, vp = kv
-            o[:, s.members], lse[:, s.members] = merge(o[:, s.members], lse[:, s.members],
-                                                       *s.attend(qd, kp, vp, scale))
+        p = meta.prefix
+        kv = meta.workspace.prefixes.get((layer, p.key))
+        if kv is None:  # gathered once for every group, and kept for the next steps
+            groups = p.padding.shape[1]
+            kv = meta.workspace.prefixes[layer, p.key] = tuple(
+                x.index_select(1, p.blocks).view(num_kv_heads, groups, -1, head_dim)
+                for x in (rows_k, rows_v))
+        o, _ = merge(o, lse, *p.attend(qd, *kv, scale))
         decode_out(d.rows, o)
 
     for c in meta.prefills:

@@ -20,7 +20,9 @@ and then sends "stop". If the server dies, the pipe closes and this loop exits t
 from __future__ import annotations
 
 import os
+import queue
 import signal
+import threading
 import traceback
 
 
@@ -43,6 +45,16 @@ def run_engine_core(config, requests, outputs) -> None:
         profiler.dump_stats(profile_path)
 
 
+def _sender(outputs, pending: queue.SimpleQueue) -> None:
+    """Writes to the pipe for the loop, so a step never waits for a busy server process to
+    read the previous step's outputs (a full pipe would block send)."""
+    try:
+        while (message := pending.get()) is not None:
+            outputs.send(message)
+    except (BrokenPipeError, OSError):  # the server is gone; the loop notices and exits
+        pass
+
+
 def _loop(config, requests, outputs) -> None:
     from labkit.engine.engine import LLMEngine, RequestOutput
 
@@ -52,7 +64,17 @@ def _loop(config, requests, outputs) -> None:
         outputs.send(("error", f"{type(e).__name__}: {e}"))
         return
     outputs.send(("ready", {"kv_cache_bytes": engine.runner.kv_cache_bytes}))
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    sender = threading.Thread(target=_sender, args=(outputs, pending), daemon=True)
+    sender.start()
+    try:
+        _steps(engine, requests, pending, RequestOutput)
+    finally:
+        pending.put(None)
+        sender.join(5)
 
+
+def _steps(engine, requests, pending, RequestOutput) -> None:
     while True:
         outs = []
         # Idle: sleep until a message comes (poll(None) also wakes when the server dies).
@@ -81,4 +103,4 @@ def _loop(config, requests, outputs) -> None:
         except Exception:  # a bug, not the client's fault: fail the requests, keep serving
             traceback.print_exc()
             outs += [o for rid in list(engine.sequences) if (o := engine.abort_request(rid))]
-        outputs.send(("outputs", outs, engine.stats()))
+        pending.put(("outputs", outs, engine.stats()))

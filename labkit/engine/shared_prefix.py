@@ -15,9 +15,11 @@ with weights given by each part's log-sum-exp (lse = log Σ exp(score)):
     out = e^(lse_P − lse) · out_P + e^(lse_S − lse) · out_S
 
 This is exact (up to float rounding), the same trick FlashAttention uses between tiles.
-The prefix part stacks the queries of every sequence in the group into one matmul against
-K/V gathered once. On a CPU, attention is bound by memory traffic, so 32 sequences over 4
-shared 400-token system prompts read ~8x less KV.
+The prefix part stacks the queries of every sequence in a group into one matmul against
+K/V gathered once, and all groups go through one padded batch (PrefixBatch). On a CPU,
+attention is bound by memory traffic, so 32 sequences over 4 shared 400-token system
+prompts read ~8x less KV. The prefixes' blocks are locked and immutable while their
+groups decode, so the gathered copy is also kept from step to step (attention.py).
 """
 
 from __future__ import annotations
@@ -29,19 +31,52 @@ MIN_SAVED_TOKENS = 256  # (members − 1) × shared tokens: below this the extra
 
 
 @dataclass
-class SharedPrefix:
-    members: object  # long [m]: decode rows (sequences) in this group
-    blocks: object  # long [num_blocks]: the prefix's blocks, identical in every member's table
-    key: tuple = ()  # the same block ids as a tuple: names this prefix from step to step
+class PrefixBatch:
+    """All shared-prefix groups of one step, padded into one batch so the whole cascade is
+    a handful of tensor ops whatever the number of groups (G groups, at most M members)."""
+
+    key: tuple  # the groups' prefix block ids: names this batch of prefixes across steps
+    blocks: object  # long [G * Wp]: each group's prefix blocks, padded to the longest
+    padding: object  # bool [1, G, 1, Wp * block_size]: True = not part of that prefix
+    query_index: object  # long [G * M]: grouped decode row of each member slot (padded)
+    member_pos: object  # long [n]: slot (g * M + j) of each grouped decode row, in order
 
     def attend(self, q, k, v, scale):
-        """Every member's queries against the prefix at once. q [Hkv, b, G, D] (all grouped
-        decode rows), k, v [Hkv, 1, P, D]. Returns out [Hkv, m, G, D], lse [Hkv, m, G, 1]."""
-        hkv, _, g, d = q.shape
-        m = self.members.shape[0]
-        qm = q[:, self.members].reshape(hkv, 1, m * g, d)  # one block of m * G queries
-        o, lse = attend_with_lse(qm, k, v, None, scale)
-        return o.view(hkv, m, g, d), lse.view(hkv, m, g, 1)
+        """Every group's member queries against its prefix, one matmul for all groups.
+        q [Hkv, n, Gq, D] (the grouped decode rows), k, v [Hkv, G, P, D].
+        Returns out [Hkv, n, Gq, D] and lse [Hkv, n, Gq, 1], row-aligned with q."""
+        hkv, _, gq, d = q.shape
+        groups = k.shape[1]
+        qp = q[:, self.query_index].reshape(hkv, groups, -1, d)  # [Hkv, G, M * Gq, D]
+        o, lse = attend_with_lse(qp, k, v, self.padding, scale)
+        o = o.reshape(hkv, -1, gq, d)[:, self.member_pos]
+        return o, lse.reshape(hkv, -1, gq, 1)[:, self.member_pos]
+
+
+def prefix_batch(groups, decodes, block_size, as_tensor) -> PrefixBatch:
+    """groups: (member indices, shared blocks) from find_shared_prefixes; the grouped
+    decode rows are the members in that order."""
+    import numpy as np
+    import torch
+
+    width = max(n for _, n in groups)
+    most = max(len(members) for members, _ in groups)
+    blocks = np.zeros((len(groups), width), dtype=np.int64)
+    padding = np.ones((len(groups), width * block_size), dtype=bool)
+    query_index = np.zeros((len(groups), most), dtype=np.int64)
+    member_pos, row, key = [], 0, []
+    for g, (members, n) in enumerate(groups):
+        prefix = decodes[members[0]][0][:n]
+        key.append(tuple(prefix))
+        blocks[g, :n] = prefix
+        padding[g, : n * block_size] = False
+        query_index[g] = row  # padding slots repeat the first member; their output is dropped
+        query_index[g, : len(members)] = np.arange(row, row + len(members))
+        member_pos += [g * most + j for j in range(len(members))]
+        row += len(members)
+    return PrefixBatch(tuple(key), as_tensor(blocks.reshape(-1)),
+                       as_tensor(padding[None, :, None, :], torch.bool), as_tensor(query_index.reshape(-1)),
+                       as_tensor(member_pos))
 
 
 def attend_with_lse(q, k, v, padding, scale):

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 from labkit.engine import shared_prefix  # noqa: E402
 from labkit.engine.attention import attention, build_metadata  # noqa: E402
 from labkit.engine.shared_prefix import common_prefix_len, find_shared_prefixes  # noqa: E402
+from labkit.engine.workspace import Workspace  # noqa: E402
 from labkit.kvcache.paged_attention import paged_attention, write_kv_cache  # noqa: E402
 
 H, HKV, D = 4, 2, 16
@@ -52,10 +53,10 @@ def test_engine_attention_matches_the_kvcache_reference(block_size, seed, monkey
     q, k, v = torch.randn(T, H, D), torch.randn(T, HKV, D), torch.randn(T, HKV, D)
 
     slots, decodes, prefills, row = [], [], [], 0
-    for table, ctx, n in seqs:
+    for i, (table, ctx, n) in enumerate(seqs):
         for pos in range(ctx - n, ctx):
             slots.append(table[pos // block_size] * block_size + pos % block_size)
-        (decodes.append((table, ctx)) if n == 1 else prefills.append((row, n, table, ctx)))
+        (decodes.append((table, ctx, i)) if n == 1 else prefills.append((row, n, table, ctx)))
         row += n
     meta = build_metadata(torch.tensor(slots), decodes, prefills, block_size, "cpu")
     assert meta.prefix is not None, "the batch was built to contain shared prefixes"
@@ -69,6 +70,57 @@ def test_engine_attention_matches_the_kvcache_reference(block_size, seed, monkey
     ref = paged_attention(q, ref_k, ref_v, tables, [c for _, c, _ in seqs],
                           [n for _, _, n in seqs], impl="reference")
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cascade_threshold", [1, 10**9])  # with and without groups
+def test_decode_steps_that_reuse_last_steps_gather(cascade_threshold, monkeypatch):
+    """Decode steps over a changing batch: step 0 gathers every row; step 1 appends one
+    token per row; in step 2 one sequence has finished (its row becomes a hole); in step 3
+    a newcomer is gathered into that hole. Each step must equal the reference."""
+    monkeypatch.setattr(shared_prefix, "MIN_SHARED_TOKENS", 1)
+    monkeypatch.setattr(shared_prefix, "MIN_SAVED_TOKENS", cascade_threshold)
+    rng = random.Random(7)
+    torch.manual_seed(7)
+    block_size, num_blocks = 4, 300
+    seqs = [(t, c) for t, c, n in random_batch(rng, block_size, 250) if n == 1]
+    # Room to grow: two fresh blocks each, from the 50 the batch did not use.
+    seqs = [(t[: -(-c // block_size)] + [250 + 2 * i, 251 + 2 * i], c) for i, (t, c) in enumerate(seqs)]
+    newcomer = len(seqs)
+    seqs.append(seqs[1])  # shares seq 1's blocks (prefix cache hit), joins in step 3
+    kc, vc = torch.randn(num_blocks, block_size, HKV, D), torch.randn(num_blocks, block_size, HKV, D)
+    head_major = lambda x: x.permute(2, 0, 1, 3).contiguous()  # noqa: E731
+    ours_k, ours_v = head_major(kc), head_major(vc)
+    workspace = Workspace(max_keep_tokens=10**9)
+    batches = [range(newcomer)] * 2 + [range(1, newcomer), [i for i in range(newcomer + 1) if i != 0]]
+    for step, members in enumerate(batches):
+        ctxs = [seqs[i][1] + (step if i != newcomer else 0) for i in members]
+        if step == 3:  # seq 1 and the newcomer must not write the same slot: newcomer reads only
+            ctxs[-1] = seqs[1][1]
+        tables = [seqs[i][0] for i in members]
+        slots = torch.tensor([t[(c - 1) // block_size] * block_size + (c - 1) % block_size
+                              for t, c in zip(tables, ctxs)])
+        n = len(members)
+        q, k, v = torch.randn(n, H, D), torch.randn(n, HKV, D), torch.randn(n, HKV, D)
+        if step == 3:  # the newcomer's "new" token is already in the cache: keep it as is
+            k[-1] = kc.view(-1, HKV, D)[slots[-1]]
+            v[-1] = vc.view(-1, HKV, D)[slots[-1]]
+        decodes = [(t, c, i) for t, c, i in zip(tables, ctxs, members)]
+        meta = build_metadata(slots, decodes, [], block_size, "cpu", workspace, num_layers=1)
+        plans = [b.plan for b in (meta.plain, meta.grouped) if b is not None]
+        if cascade_threshold > 1:  # no groups: one plain batch, whose rows we can follow
+            (plan,) = plans
+            expect = {0: (True, n, 0), 1: (False, 0, n), 2: (False, 0, n), 3: (False, 1, n - 1)}
+            assert (plan.full, len(plan.gather), len(plan.append)) == expect[step]
+            assert plan.num_rows == newcomer  # the finished sequence's row became a hole
+        else:  # groups shift as members come and go: rows move between the two batches
+            assert all(p.full for p in plans) if step == 0 else any(p.append for p in plans)
+            assert step != 1 or not any(p.full for p in plans)
+        ours = attention(q, k, v, ours_k, ours_v, meta, D**-0.5)
+        write_kv_cache(kc, vc, slots, k, v)
+        width = max(len(t) for t in tables)
+        table_t = torch.tensor([t + [0] * (width - len(t)) for t in tables])
+        ref = paged_attention(q, kc, vc, table_t, ctxs, impl="reference")
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_common_prefix_len():

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from labkit.engine.shared_prefix import (PrefixBatch, attend_with_lse, find_shared_prefixes, merge,
                                          prefix_batch)
+from labkit.engine.workspace import GatherPlan, Workspace
 
 
 @dataclass
@@ -41,41 +42,21 @@ class PrefillChunk:
     mask: object = None  # bool [num_tokens, num_blocks * block_size]: causal, shifted
 
 
-class Workspace:
-    """Scratch memory for gathered K/V, reused by every layer and every step. A fresh
-    10 MB tensor per layer per step would cost more in page faults (the kernel zero-fills
-    each new page) than the copy into it."""
-
-    def __init__(self):
-        self.bufs = {}
-        # Gathered shared prefixes, (layer, PrefixBatch.key) -> (K, V). A prefix's blocks
-        # are locked and immutable while a group decodes over it, so the copy made in one
-        # step is still exact in the next: gather once, attend for the next 100 steps.
-        self.prefixes = {}
-
-    def keep_prefixes(self, key) -> None:
-        """Forget gathered prefixes this step does not use (their blocks may be reused)."""
-        self.prefixes = {k: kv for k, kv in self.prefixes.items() if k[1] == key}
-
-    def take(self, name, shape, like):
-        import math
-
-        import torch
-
-        n = 2 * math.prod(shape)  # K and V
-        buf = self.bufs.get(name)
-        if buf is None or buf.numel() < n or buf.dtype != like.dtype:
-            buf = self.bufs[name] = torch.empty(n, dtype=like.dtype, device=like.device)
-        return buf[: n // 2].view(shape), buf[n // 2 : n].view(shape)
-
-
 @dataclass
 class DecodeBatch:
-    """Decoding sequences attended together: their blocks gathered and padded to one width."""
+    """Decoding sequences attended together, one row each in a gathered [Hkv, R, W, D]
+    tensor that workspace.py may keep across steps (rows of finished sequences are holes)."""
 
-    rows: object  # which query rows (a slice, or a long tensor of row indices)
-    blocks: object  # long [len(rows) * width]: blocks to gather, padded with block 0
-    mask: object  # bool [1, len(rows), 1, width * block_size]: True = padding, not context
+    rows: object  # long [R]: the query row each tensor row attends with (holes: any row)
+    out_rows: object  # long [n]: the query rows of this batch's sequences
+    out_pos: object  # long [n]: their tensor rows, or None when row i is sequence i
+    mask: object  # bool [1, R, 1, W]: True = not context (padding, holes)
+    plan: GatherPlan
+    gather_blocks: object = None  # long [rows to gather * W / block_size]
+    gather_pos: object = None  # long: tensor rows those go to (None: all rows, in order)
+    append_rows: object = None  # long: tensor rows that get this step's token appended,
+    append_tok: object = None  # long: at these token positions,
+    append_src: object = None  # long: from these query rows' new K/V
 
 
 @dataclass
@@ -89,9 +70,10 @@ class AttentionMetadata:
 
 
 def build_metadata(slot_mapping, decodes: list, prefills: list, block_size: int, device,
-                   workspace: Workspace | None = None, cascade: bool = True):
-    """decodes: (block_table, context_len) per decode sequence (query rows 0..len-1).
-    prefills: (start row, num_tokens, block_table, context_len) per prefill chunk.
+                   workspace: Workspace | None = None, cascade: bool = True,
+                   num_layers: int = 1):
+    """decodes: (block_table, context_len, request_id) per decode sequence (query rows
+    0..len-1). prefills: (start row, num_tokens, block_table, context_len) per chunk.
     Gathering whole blocks (not single slots) means block_size times fewer indices."""
     import numpy as np
     import torch
@@ -99,17 +81,36 @@ def build_metadata(slot_mapping, decodes: list, prefills: list, block_size: int,
     def t(x, dtype=torch.long):
         return torch.as_tensor(x, dtype=dtype).to(device, non_blocking=True)
 
-    def decode_batch(rows, skips):
-        """Pad the selected decodes' (suffix) blocks to one width; mask the padding."""
-        tables = [(decodes[i][0], decodes[i][1], s) for i, s in zip(rows, skips)]
-        nblocks = [-(-ctx // block_size) for _, ctx, _ in tables]
-        width = max(nb - s for nb, (_, _, s) in zip(nblocks, tables))
-        blocks = np.zeros((len(tables), width), dtype=np.int64)
-        for i, ((table, _, s), nb) in enumerate(zip(tables, nblocks)):
-            blocks[i, : nb - s] = table[s:nb]
-        lens = np.array([ctx - s * block_size for _, ctx, s in tables])
-        padding = np.arange(width * block_size)[None, :] >= lens[:, None]
-        return t(blocks.reshape(-1)), t(padding[None, :, None, :], torch.bool)
+    def decode_batch(name, rows, skips):
+        """Lay the selected decodes' (suffix) contexts out as rows; plan what to gather."""
+        lens = [decodes[i][1] - s * block_size for i, s in zip(rows, skips)]
+        keys = tuple((decodes[i][2], s) for i, s in zip(rows, skips))
+        plan = meta.workspace.plan(name, keys, lens, block_size, num_layers)
+        pos, width = plan.positions, plan.width
+        qrows, row_len = [rows[0]] * plan.num_rows, [1] * plan.num_rows  # holes: 1 token
+        for j, r in enumerate(pos):
+            qrows[r], row_len[r] = rows[j], lens[j]
+
+        def blocks_of(js):
+            out = np.zeros((len(js), width // block_size), dtype=np.int64)  # pad: block 0
+            for r, j in enumerate(js):
+                table, ctx, s = decodes[rows[j]][0], decodes[rows[j]][1], skips[j]
+                out[r, : -(-ctx // block_size) - s] = table[s : -(-ctx // block_size)]
+            return t(out.reshape(-1))
+
+        padding = np.arange(width)[None, :] >= np.array(row_len)[:, None]
+        d = DecodeBatch(t(qrows), t(rows), None if plan.full else t(pos),
+                        t(padding[None, :, None, :], torch.bool), plan)
+        if plan.full:
+            d.gather_blocks = blocks_of(range(len(rows)))
+        if not plan.full and plan.gather:
+            d.gather_blocks = blocks_of(plan.gather)
+            d.gather_pos = t([pos[j] for j in plan.gather])
+        if plan.append:
+            d.append_rows = t([pos[j] for j in plan.append])
+            d.append_tok = t([lens[j] - 1 for j in plan.append])
+            d.append_src = t([rows[j] for j in plan.append])
+        return d
 
     meta = AttentionMetadata(slot_mapping=slot_mapping, workspace=workspace or Workspace())
     groups = find_shared_prefixes(decodes, block_size) if cascade and decodes else []
@@ -118,12 +119,14 @@ def build_metadata(slot_mapping, decodes: list, prefills: list, block_size: int,
     grouped = [i for members, _ in groups for i in members]
     plain = sorted(set(range(len(decodes))) - set(grouped))
     if plain:
-        rows = slice(0, len(decodes)) if not groups else t(plain)
-        meta.plain = DecodeBatch(rows, *decode_batch(plain, [0] * len(plain)))
+        meta.plain = decode_batch("plain", plain, [0] * len(plain))
     if groups:
         skips = [n for members, n in groups for _ in members]
-        meta.grouped = DecodeBatch(t(grouped), *decode_batch(grouped, skips))
-        meta.prefix = prefix_batch(groups, decodes, block_size, t)
+        meta.grouped = decode_batch("suffix", grouped, skips)
+        meta.prefix = prefix_batch(groups, decodes, block_size, t, meta.grouped.plan.positions)
+    for name, batch in (("plain", meta.plain), ("suffix", meta.grouped)):
+        if batch is None:
+            meta.workspace.forget(name)
     meta.workspace.keep_prefixes(meta.prefix.key if meta.prefix else None)
     for start, n, table, ctx in prefills:
         chunk = PrefillChunk(start, n)
@@ -169,24 +172,41 @@ def attention(q, k, v, key_cache, value_cache, meta: AttentionMetadata, scale: f
         torch.index_select(rows_v, 1, blocks, out=vbuf)
         return kbuf.view(num_kv_heads, batch, -1, head_dim), vbuf.view(num_kv_heads, batch, -1, head_dim)
 
-    def decode_queries(rows):  # [b, H, D] -> [Hkv, b, group, D]
-        return q[rows].view(-1, num_kv_heads, group, head_dim).transpose(0, 1)
+    def decode_kv(d: DecodeBatch):  # -> K, V as [Hkv, R, W, D]
+        shape = (num_kv_heads, d.plan.num_rows, d.plan.width, head_dim)
+        kd, vd = meta.workspace.buffers(d.plan, layer, shape, rows_k)
+        if d.gather_blocks is not None and d.gather_pos is None:  # every row, in order
+            torch.index_select(rows_k, 1, d.gather_blocks, out=kd.view(num_kv_heads, -1, rows_k.shape[2]))
+            torch.index_select(rows_v, 1, d.gather_blocks, out=vd.view(num_kv_heads, -1, rows_v.shape[2]))
+        elif d.gather_blocks is not None:  # newcomers into their rows (holes)
+            gk, gv = gather("rows", d.gather_blocks, d.gather_pos.shape[0])
+            kd[:, d.gather_pos], vd[:, d.gather_pos] = gk, gv
+        if d.append_rows is not None:  # the others: last step's row plus this step's token
+            kd[:, d.append_rows, d.append_tok] = k[d.append_src].transpose(0, 1)
+            vd[:, d.append_rows, d.append_tok] = v[d.append_src].transpose(0, 1)
+        return kd, vd
 
-    def decode_out(rows, o):  # [Hkv, b, group, D] -> out rows [b, H, D]
-        out[rows] = o.transpose(0, 1).reshape(o.shape[1], -1, head_dim)
+    def decode_queries(d: DecodeBatch):  # -> [Hkv, R, group, D]
+        return q[d.rows].view(-1, num_kv_heads, group, head_dim).transpose(0, 1)
+
+    def decode_out(d: DecodeBatch, o):  # o [Hkv, n, group, D], in out_rows order
+        out[d.out_rows] = o.transpose(0, 1).reshape(o.shape[1], -1, head_dim)
+
+    def own_rows(d: DecodeBatch, x):  # tensor rows -> this batch's sequences, in order
+        return x if d.out_pos is None else x[:, d.out_pos]
 
     out = torch.empty_like(q)
     if meta.plain is not None:
         d = meta.plain
-        qd = decode_queries(d.rows)
-        kd, vd = gather("plain", d.blocks, qd.shape[1])
-        scores = torch.matmul(qd, kd.transpose(-1, -2)).mul_(scale)  # [Hkv, b, group, tokens]
+        qd = decode_queries(d)
+        kd, vd = decode_kv(d)
+        scores = torch.matmul(qd, kd.transpose(-1, -2)).mul_(scale)  # [Hkv, R, group, W]
         scores.masked_fill_(d.mask, float("-inf"))
-        decode_out(d.rows, torch.matmul(torch.softmax(scores, dim=-1), vd))
+        decode_out(d, own_rows(d, torch.matmul(torch.softmax(scores, dim=-1), vd)))
     if meta.grouped is not None:
         d = meta.grouped
-        qd = decode_queries(d.rows)
-        ks, vs = gather("suffix", d.blocks, qd.shape[1])
+        qd = decode_queries(d)
+        ks, vs = decode_kv(d)
         o, lse = attend_with_lse(qd, ks, vs, d.mask, scale)  # each sequence's own suffix
         p = meta.prefix
         kv = meta.workspace.prefixes.get((layer, p.key))
@@ -195,8 +215,8 @@ def attention(q, k, v, key_cache, value_cache, meta: AttentionMetadata, scale: f
             kv = meta.workspace.prefixes[layer, p.key] = tuple(
                 x.index_select(1, p.blocks).view(num_kv_heads, groups, -1, head_dim)
                 for x in (rows_k, rows_v))
-        o, _ = merge(o, lse, *p.attend(qd, *kv, scale))
-        decode_out(d.rows, o)
+        o, _ = merge(own_rows(d, o), own_rows(d, lse), *p.attend(qd, *kv, scale))
+        decode_out(d, o)
 
     for c in meta.prefills:
         rows = slice(c.start, c.start + c.num_tokens)

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labkit.engine.attention import AttentionMetadata, Workspace, attention, build_metadata
+from labkit.engine.attention import AttentionMetadata, attention, build_metadata
+from labkit.engine.workspace import Workspace
 from labkit.engine.llama import LlamaModel
 from labkit.engine.sampler import sample
 from labkit.engine.scheduler import ScheduledBatch
@@ -65,7 +66,7 @@ class ModelRunner:
         self.key_cache = torch.zeros(shape, dtype=m.dtype, device=self.device)
         self.value_cache = torch.zeros(shape, dtype=m.dtype, device=self.device)
         self.scale = m.head_dim**-0.5
-        self.workspace = Workspace()
+        self.workspace = Workspace(max_keep_tokens=num_blocks * block_size)
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -88,7 +89,7 @@ class ModelRunner:
                 input_ids.append(seq.token_at(start))
                 positions.append(start)
                 slots.append(table[start // bs] * bs + start % bs)
-                decodes.append((table, end))
+                decodes.append((table, end, seq.request_id))
             else:
                 prefills.append((len(input_ids), n, table, end))
                 input_ids.extend(seq.token_ids(start, end))
@@ -102,7 +103,8 @@ class ModelRunner:
         def t(x):
             return torch.as_tensor(x, dtype=torch.long).to(self.device, non_blocking=True)
 
-        attn = build_metadata(t(slots), decodes, prefills, bs, self.device, self.workspace)
+        attn = build_metadata(t(slots), decodes, prefills, bs, self.device, self.workspace,
+                              num_layers=self.model.num_layers)
         return StepInputs(t(input_ids), t(positions), attn, t(logits_indices), sample_seqs)
 
     def run(self, batch: ScheduledBatch) -> tuple[list, list[int]]:

@@ -38,13 +38,13 @@ class PrefixBatch:
     key: tuple  # the groups' prefix block ids: names this batch of prefixes across steps
     blocks: object  # long [G * Wp]: each group's prefix blocks, padded to the longest
     padding: object  # bool [1, G, 1, Wp * block_size]: True = not part of that prefix
-    query_index: object  # long [G * M]: grouped decode row of each member slot (padded)
-    member_pos: object  # long [n]: slot (g * M + j) of each grouped decode row, in order
+    query_index: object  # long [G * M]: suffix-tensor row of each member slot (padded)
+    member_pos: object  # long [n]: slot (g * M + j) of each grouped sequence, in order
 
     def attend(self, q, k, v, scale):
         """Every group's member queries against its prefix, one matmul for all groups.
-        q [Hkv, n, Gq, D] (the grouped decode rows), k, v [Hkv, G, P, D].
-        Returns out [Hkv, n, Gq, D] and lse [Hkv, n, Gq, 1], row-aligned with q."""
+        q [Hkv, R, Gq, D] (the suffix tensor's rows), k, v [Hkv, G, P, D]. Returns out
+        [Hkv, n, Gq, D] and lse [Hkv, n, Gq, 1] for the n grouped sequences, in order."""
         hkv, _, gq, d = q.shape
         groups = k.shape[1]
         qp = q[:, self.query_index].reshape(hkv, groups, -1, d)  # [Hkv, G, M * Gq, D]
@@ -53,9 +53,10 @@ class PrefixBatch:
         return o, lse.reshape(hkv, -1, gq, 1)[:, self.member_pos]
 
 
-def prefix_batch(groups, decodes, block_size, as_tensor) -> PrefixBatch:
+def prefix_batch(groups, decodes, block_size, as_tensor, positions) -> PrefixBatch:
     """groups: (member indices, shared blocks) from find_shared_prefixes; the grouped
-    decode rows are the members in that order."""
+    decode sequences are the members in that order, and positions[j] is the row of the
+    j-th one in the suffix batch's tensor (attention.py)."""
     import numpy as np
     import torch
 
@@ -70,8 +71,8 @@ def prefix_batch(groups, decodes, block_size, as_tensor) -> PrefixBatch:
         key.append(tuple(prefix))
         blocks[g, :n] = prefix
         padding[g, : n * block_size] = False
-        query_index[g] = row  # padding slots repeat the first member; their output is dropped
-        query_index[g, : len(members)] = np.arange(row, row + len(members))
+        query_index[g] = positions[row]  # padding slots repeat the first member: dropped
+        query_index[g, : len(members)] = positions[row : row + len(members)]
         member_pos += [g * most + j for j in range(len(members))]
         row += len(members)
     return PrefixBatch(tuple(key), as_tensor(blocks.reshape(-1)),

@@ -136,6 +136,59 @@ def test_whole_leaf_eviction_can_lose_to_block_lru_under_memory_pressure():
     assert results == {"hash": 48, "radix": 0}
 
 
+def test_tail_eviction_frees_only_what_is_asked_and_keeps_the_head_matchable():
+    cache = RadixPrefixCache(100, evict="tail")
+    cache.insert(list(range(50)))
+    assert cache.evict(1) == 1 and cache.cached_tokens == 49
+    assert cache.match(list(range(50))).hit_len == 49
+    assert cache.pool.num_free_blocks == 100 - 49
+    cache.check_invariants()
+    # more than one leaf holds: the oldest goes first, the next one is only trimmed
+    cache.insert([7] * 30)
+    assert cache.evict(60) == 60
+    assert cache.cached_tokens == 19 and cache.match([7] * 30).hit_len == 19
+    assert cache.match(list(range(50))).hit_len == 0
+    cache.check_invariants()
+
+
+def test_tail_eviction_removes_the_block_lru_advantage_in_the_counterexample():
+    old = list(range(100, 164))
+    for cache in (HashPrefixCache(64, 16), RadixPrefixCache(64, evict="tail")):
+        cache.insert(old)
+        cache.insert([7] * 16)
+        assert cache.match(old).hit_len == 48, cache.name
+
+
+def test_tail_eviction_never_trims_a_locked_leaf():
+    cache = RadixPrefixCache(40, evict="tail")
+    cache.insert(list(range(20)))
+    cache.insert([9] * 20)
+    m = cache.match(list(range(20)))  # the older leaf is now the newest *and* locked
+    cache.lock(m)
+    assert cache.evict(25) == 20  # only the unlocked leaf can go
+    assert cache.match(list(range(20))).hit_len == 20
+    cache.check_invariants()
+
+
+@pytest.mark.parametrize("evict", ["leaf", "tail"])
+def test_an_allocation_that_cannot_fit_fails_without_evicting_anything(evict):
+    """Found by the lab-21 sweep: a request too big for the pool used to flush the whole
+    cache (evict, then fail) while it waited, where the hash cache fails untouched."""
+    for cache in (HashPrefixCache(64, 16), RadixPrefixCache(64, evict=evict)):
+        cache.insert(list(range(32)))
+        locked = cache.match(list(range(100, 116)))  # nothing: lock an empty match
+        cache.lock(locked)
+        with pytest.raises(OutOfBlocks):
+            cache.allocate(65)  # more than the pool holds even with every entry evicted
+        assert cache.match(list(range(32))).hit_len == 32, cache.name
+        assert cache.stats.evicted_tokens == 0
+
+
+def test_unknown_eviction_mode_is_refused():
+    with pytest.raises(ValueError, match="leaf"):
+        RadixPrefixCache(10, evict="lru")
+
+
 def test_release_hands_duplicate_slots_back_and_keeps_the_pool_consistent():
     cache = RadixPrefixCache(64)
     tokens = list(range(10))

@@ -16,8 +16,15 @@ with lock_ref > 0 is never evicted. (The root is never evicted.)
 Eviction (LRU over leaves): only leaves can go — an inner node is a prefix of its children
 and they would lose their meaning without it. Evict pops the unlocked leaf with the oldest
 last access time, frees its slots, and if that leaves its parent childless and unlocked the
-parent becomes a candidate (the cascade). Whole leaves go, as in SGLang, even when fewer
-tokens were asked for. Access times come from a counter, not a wall clock, so runs repeat.
+parent becomes a candidate (the cascade). Access times come from a counter, not a wall
+clock, so runs repeat.
+
+Two eviction granularities (`evict=`):
+  "leaf"  whole leaves go, as in SGLang, even when fewer tokens were asked for. Asked for 16
+          slots, a 64-token leaf frees all 64 - and the next request for that prefix misses.
+  "tail"  only as many tokens as asked for go, cut from the end of the oldest leaf (a prefix
+          of a prefix is still a prefix, so the rest stays matchable). This is the radix
+          version of what vLLM's free queue does block by block, at token granularity.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 
-from labkit.kvcache.block_pool import BlockPool
+from labkit.kvcache.block_pool import BlockPool, OutOfBlocks
 from labkit.kvcache.prefix_cache import PrefixCache, PrefixMatch
 
 
@@ -63,8 +70,13 @@ class RadixPrefixCache(PrefixCache):
 
     name = "radix"
 
-    def __init__(self, capacity_tokens: int):
+    EVICT_MODES = ("leaf", "tail")
+
+    def __init__(self, capacity_tokens: int, evict: str = "leaf"):
         super().__init__()
+        if evict not in self.EVICT_MODES:
+            raise ValueError(f"evict must be one of {self.EVICT_MODES}, not {evict!r}")
+        self.evict_mode = evict
         # Page size 1: every slot is a one-token "block", so the paged attention op can read
         # a radix hit that ends mid-way through what would have been a 16-token block.
         self.pool = BlockPool(capacity_tokens, block_size=1)
@@ -138,9 +150,15 @@ class RadixPrefixCache(PrefixCache):
     # -- storage ---------------------------------------------------------------------------------
     def allocate(self, num_tokens: int) -> list[int]:
         short = num_tokens - self.pool.num_free_blocks
+        if short > self._evictable:
+            # Check before evicting: a request that cannot fit even with every unlocked entry
+            # gone must not flush the cache on its way to waiting. (SGLang's scheduler admits
+            # only when available + evictable tokens cover the request; vLLM's free queue
+            # fails the same way, before touching a cached block.)
+            raise OutOfBlocks(num_tokens, self.pool.num_free_blocks + self._evictable)
         if short > 0:
             self.evict(short)  # SGLang: tree_cache.evict(num_tokens) before alloc
-        return self.pool.allocate(num_tokens)  # still short -> OutOfBlocks
+        return self.pool.allocate(num_tokens)
 
     def release(self, m: PrefixMatch, new_block_ids, tokens) -> int:
         tokens, new = list(tokens), list(new_block_ids)
@@ -187,6 +205,15 @@ class RadixPrefixCache(PrefixCache):
         evicted = 0
         while evicted < num_tokens and leaves:
             _, _, x = heapq.heappop(leaves)
+            need = num_tokens - evicted
+            if self.evict_mode == "tail" and need < len(x.key):
+                # Cut the leaf's last `need` tokens; its head stays cached (and stays a leaf).
+                self.pool.free(x.slots[-need:])
+                del x.key[-need:], x.slots[-need:]
+                self._total -= need
+                self._evictable -= need
+                evicted += need
+                break
             self.pool.free(x.slots)
             evicted += len(x.key)
             parent = x.parent

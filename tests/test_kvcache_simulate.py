@@ -267,6 +267,29 @@ def test_cli_trace_then_simulate_json(tmp_path, capsys):
     assert "hit_rate" in capsys.readouterr().out
 
 
+def test_cli_radix_evict_reaches_the_cache(tmp_path, capsys):
+    out = tmp_path / "shared.jsonl"
+    run_cli("kvcache", "trace", "--workload", "shared-prompt", "--out", str(out),
+            "--num-requests", "24")
+    capsys.readouterr()
+    got = {}
+    for mode in ("leaf", "tail"):
+        assert run_cli("kvcache", "simulate", "--trace", str(out), "--capacity-tokens", "1500",
+                       "--radix-evict", mode, "--json") == 0
+        got[mode] = json.loads(capsys.readouterr().out)["summary"]
+        assert got[mode]["radix_evict"] == mode and got[mode]["evicted_tokens"] > 0
+    # Tail eviction throws away exactly what it needs; whole leaves overshoot.
+    assert got["tail"]["evicted_tokens"] < got["leaf"]["evicted_tokens"]
+    with pytest.raises(SystemExit):
+        run_cli("kvcache", "simulate", "--trace", str(out), "--radix-evict", "lru")
+
+
+def test_unknown_radix_eviction_is_a_user_error():
+    reqs = [TraceRequest("a", 0.0, [1, 2, 3], 2)]
+    with pytest.raises(UserError, match="leaf or tail"):
+        simulate(reqs, "radix", radix_evict="lru")
+
+
 def test_cli_help_teaches_hit_semantics(capsys):
     with pytest.raises(SystemExit):
         run_cli("kvcache", "simulate", "--help")

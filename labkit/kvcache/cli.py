@@ -16,7 +16,9 @@ What a hit means:
          run of *whole blocks* that match from the start. A prompt sharing 100 tokens with an
          earlier one hits floor(100/16)*16 = 96 tokens with 16-token blocks.
   radix  SGLang's RadixAttention. A radix tree over token ids; a hit can end at any token,
-         so the same prompt hits all 100.
+         so the same prompt hits all 100. When memory runs out it evicts the least
+         recently used leaf: whole (--radix-evict leaf, as SGLang) or only as many tokens
+         as needed, cut from its end (--radix-evict tail).
   none   no prefix caching: nothing hits; memory is still allocated in blocks.
 In every cache the prompt's last token is always recomputed (its logits give the first
 output token), so a prompt can hit at most len(prompt) - 1 tokens.
@@ -106,6 +108,13 @@ def register(subparsers) -> None:
         help="queue order: first come first served, or longest prefix match first (SGLang)",
     )
     s.add_argument(
+        "--radix-evict",
+        choices=["leaf", "tail"],
+        default="leaf",
+        help="radix eviction: whole LRU leaves as SGLang (default), or only the tokens needed "
+        "from the LRU leaf's end",
+    )
+    s.add_argument(
         "--max-batch", type=int, default=8, metavar="N", help="requests run together (default 8)"
     )
     s.add_argument(
@@ -170,7 +179,8 @@ def cmd_simulate(args) -> int:
     tokenize = load_tokenizer(args.tokenizer) if args.tokenizer else None
     requests = read_trace(args.trace, tokenize)
     result = simulate(
-        requests, args.cache, args.block_size, args.capacity_tokens, args.policy, args.max_batch
+        requests, args.cache, args.block_size, args.capacity_tokens, args.policy, args.max_batch,
+        radix_evict=args.radix_evict,
     )
     if args.json:
         json.dump(result, sys.stdout, indent=1)

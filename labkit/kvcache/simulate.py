@@ -35,13 +35,15 @@ CACHES = ("none", "hash", "radix")
 POLICIES = ("fcfs", "lpm")
 
 
-def make_cache(kind: str, capacity_tokens: int, block_size: int = 16) -> PrefixCache:
+def make_cache(kind: str, capacity_tokens: int, block_size: int = 16,
+               radix_evict: str = "leaf") -> PrefixCache:
     if kind == "none":
         return NoPrefixCache(capacity_tokens, block_size)
     if kind == "hash":
         return HashPrefixCache(capacity_tokens, block_size)
     if kind == "radix":
-        return RadixPrefixCache(capacity_tokens)  # token-granular: block_size does not apply
+        # token-granular: block_size does not apply
+        return RadixPrefixCache(capacity_tokens, evict=radix_evict)
     raise UserError(f"unknown cache {kind!r}; choose one of {', '.join(CACHES)}")
 
 
@@ -71,15 +73,18 @@ def simulate(
     max_batch: int = 8,
     prefill_s_per_token: float = 1e-4,
     decode_s_per_token: float = 0.01,
+    radix_evict: str = "leaf",
 ) -> dict:
     """Replay `requests`; returns {"summary": {...}, "requests": [per-request rows]}."""
     if policy not in POLICIES:
         raise UserError(f"unknown policy {policy!r}; choose fcfs or lpm")
+    if radix_evict not in RadixPrefixCache.EVICT_MODES:
+        raise UserError(f"unknown radix eviction {radix_evict!r}; choose leaf or tail")
     if max_batch < 1 or block_size < 1:
         raise UserError("--max-batch and --block-size must be >= 1")
     capacity = capacity_tokens or unlimited_capacity(requests, block_size)
     try:
-        kv = make_cache(cache, capacity, block_size)
+        kv = make_cache(cache, capacity, block_size, radix_evict)
     except ValueError as e:
         raise UserError(f"{e}; raise --capacity-tokens") from None
 
@@ -213,6 +218,7 @@ def _summary(kv, rows, capacity, cache, block_size, policy, max_batch, batches) 
         "cache": cache,
         "policy": policy,
         "block_size": block_size if cache != "radix" else 1,
+        "radix_evict": kv.evict_mode if cache == "radix" else None,
         "capacity_tokens": capacity,
         "max_batch": max_batch,
         "requests": len(rows),

@@ -98,6 +98,25 @@ class Server:
                 time.sleep(0.5)
         raise SystemExit(f"server not healthy after {timeout} s; log {self.log.name}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server's whole process tree so far (vLLM: API
+        server, EngineCore, Worker; the teaching engine: HTTP server and engine core)."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def stop(self):
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -153,17 +172,20 @@ def prefix_hits(base: str) -> dict:
 
 def measure(engine: str, srv: Server, workload: str, c: int, rep: int, args) -> dict:
     n = max(args.min_requests, args.requests_per_slot * c)
-    before = prefix_hits(srv.base)
+    before, cpu_before = prefix_hits(srv.base), srv.cpu_seconds()
     # A new seed per repetition: the shared-prefix system prompts of one repetition must
     # not be in the cache already. Both engines get the very same requests.
     row = bench(srv.base, workload, c, n, seed=1000 + 100 * rep + c, args=args)
-    after = prefix_hits(srv.base)
+    after, cpu_after = prefix_hits(srv.base), srv.cpu_seconds()
+    # Cores the server kept busy: CPU seconds of its process tree per second of the run.
+    row["server_cores"] = (cpu_after - cpu_before) / row["duration_s"] if row["duration_s"] else None
     q = after.get("vllm:prefix_cache_queries_total", 0) - before.get("vllm:prefix_cache_queries_total", 0)
     h = after.get("vllm:prefix_cache_hits_total", 0) - before.get("vllm:prefix_cache_hits_total", 0)
     row.update(engine=engine, rep=rep, prefix_hit_rate=h / q if q else None)
     print(f"[{engine}] {workload:13s} C={c:<3d} rep {rep}  {row['output_tokens_per_s']:8.1f} out tok/s  "
           f"TTFT p50 {row['ttft_p50_ms']:.0f} ms  TPOT p50 {row['tpot_p50_ms']:.1f} ms  "
-          f"hit rate {row['prefix_hit_rate'] or 0:.2f}  load {row['load_before']:.1f}"
+          f"hit rate {row['prefix_hit_rate'] or 0:.2f}  cores {row['server_cores'] or 0:.2f}  "
+          f"load {row['load_before']:.1f}"
           f"→{row['load_after']:.1f}", file=sys.stderr)
     return row
 
@@ -222,31 +244,44 @@ def run_naive(model: Path, args) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    """Median over repetitions of output tokens/s, and the ratios of those medians."""
+    """Median over repetitions of output tokens/s (min–max in brackets), the ratios of the
+    medians, and the median number of cores each server kept busy."""
     import statistics
 
-    def tps(engine, workload, c):
-        xs = [r["output_tokens_per_s"] for r in rows
-              if (r["engine"], r["workload"], r["concurrency"]) == (engine, workload, c)]
+    def pick(engine, workload, c, key="output_tokens_per_s"):
+        return [r[key] for r in rows if r.get(key) is not None
+                and (r["engine"], r["workload"], r["concurrency"]) == (engine, workload, c)]
+
+    def cell(xs):
+        if not xs:
+            return "—"
+        spread = f" ({min(xs):,.0f}–{max(xs):,.0f})" if len(xs) > 1 else ""
+        return f"{statistics.median(xs):,.0f}{spread}"
+
+    def med(xs):
         return statistics.median(xs) if xs else None
 
     naive = max((r["output_tokens_per_s"] for r in rows if r["engine"] == "naive"), default=None)
-    lines = ["| workload | C | teaching engine tok/s | vLLM CPU tok/s | engine / vLLM | engine / naive |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| workload | C | teaching engine tok/s | vLLM CPU tok/s | engine / vLLM "
+             "| engine / naive | cores busy (engine, vLLM) |",
+             "|---|---|---|---|---|---|---|"]
     for workload in dict.fromkeys(r["workload"] for r in rows if r["engine"] != "naive"):
         for c in sorted({r["concurrency"] for r in rows if r["workload"] == workload}):
-            mini, vllm = tps("mini", workload, c), tps("vllm", workload, c)
-            fmt = lambda x: "—" if x is None else f"{x:,.0f}"  # noqa: E731
-            ratio = f"{mini / vllm:.2f}×" if mini and vllm else "—"
-            vs_naive = f"{mini / naive:.1f}×" if mini and naive and workload == "random" else "—"
-            lines.append(f"| {workload} | {c} | {fmt(mini)} | {fmt(vllm)} | {ratio} | {vs_naive} |")
+            mini, vllm = pick("mini", workload, c), pick("vllm", workload, c)
+            ratio = f"{med(mini) / med(vllm):.2f}×" if mini and vllm else "—"
+            vs_naive = f"{med(mini) / naive:.1f}×" if mini and naive and workload == "random" else "—"
+            cores = [med(pick(e, workload, c, "server_cores")) for e in ("mini", "vllm")]
+            cores_txt = ", ".join("—" if x is None else f"{x:.2f}" for x in cores)
+            lines.append(f"| {workload} | {c} | {cell(mini)} | {cell(vllm)} | {ratio} "
+                         f"| {vs_naive} | {cores_txt} |")
     if naive:
-        lines.append(f"\nnaive transformers `generate`, one request at a time: {naive:,.0f} tok/s")
+        lines.append(f"\nnaive transformers `generate`, one request at a time (best of 1 and 2 "
+                     f"torch threads): {naive:,.0f} tok/s")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engines", default="mini,vllm,naive")
     p.add_argument("--workloads", default="random,shared-prefix")
     p.add_argument("--concurrency", default="1,8,32")

@@ -46,6 +46,10 @@ def test_cli_sweep_writes_table_plot_and_capacity(tmp_path, capsys):
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
     assert (tmp_path / "rate-10" / "summary.json").exists()
     assert (tmp_path / "sweep.csv").read_text().startswith("load,achieved_rps")
+    # Each load point sends new prompts (seed + i): a prefix cache cannot replay point 1.
+    seeds = [json.loads((tmp_path / f"rate-{v}" / "summary.json").read_text())["run"]["config"]["seed"]
+             for v in (10, 40)]
+    assert seeds[1] == seeds[0] + 1
 
 
 def test_cli_rejects_what_it_cannot_run():

@@ -1,14 +1,11 @@
-"""A load sweep whose every load point sends prompts the server has never seen.
+"""A load sweep for notebooks: every load point sends prompts the server has never seen.
 
-sweep.run_sweep runs every load with the same seed, so load point 2 sends *exactly* the
-prompts of load point 1. Against an engine with prefix caching (vLLM's default, SGLang's
-and the teaching engine's radix cache) the later points then hit the cache on whole
-prompts: their TTFT drops, and a "random" workload quietly becomes a 100 %-cache-hit
-workload. That flatters exactly the engines a comparison is about.
-
-Here load point i uses seed `cfg.seed + i`: new prompts and a new arrival draw each time,
-the same lengths and shapes. Shared-prefix groups get new system prompts per point too, so
-every point starts with cold prefixes and warms them itself.
+Like sweep.run_sweep (load point i uses seed `cfg.seed + i`: new prompts and a new arrival
+draw each time, the same lengths and shapes, so an engine's prefix cache cannot serve a
+later point from an earlier point's prompts), with two differences a lab needs: it runs
+inside Jupyter, and it keeps each point's full summary for the readout. Shared-prefix
+groups get new system prompts per point too, so every point starts with cold prefixes and
+warms them itself.
 
 The result has the shape of run_sweep's (rows, capacity, kind, slo_ms, attainment, out_dir,
 plot), plus `summaries`: each point's full summary, for the readout.

@@ -110,18 +110,23 @@ def plot(rows: list[dict], kind: str, slo: dict, path: Path) -> Path:
 
 def run_sweep(cfg: BenchConfig, kind: str, values: list[float],
               attainment: float = 0.9) -> dict:
-    """Run one benchmark per value; write the table, the plot and the capacity."""
+    """Run one benchmark per value; write the table, the plot and the capacity.
+
+    Load point i uses seed cfg.seed + i: new prompts each time, the same lengths. With one
+    seed for every point, point 2 would resend point 1's exact prompts, and an engine with a
+    prefix cache (vLLM's default, SGLang, the teaching engine) would serve them from cache:
+    a "random" workload quietly turned into a 100 %-hit one, flattering the later points."""
     if kind not in ("rates", "concurrencies"):
         raise ValueError("kind must be 'rates' or 'concurrencies'")
     out = Path(cfg.out_dir or default_out_dir())
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for v in values:
+    for i, v in enumerate(values):
         sub = out / f"{LOAD_NAME[kind]}-{v:g}"
         if kind == "rates":
-            c = replace(cfg, rate=float(v), out_dir=str(sub))
+            c = replace(cfg, rate=float(v), out_dir=str(sub), seed=cfg.seed + i)
         else:
-            c = replace(cfg, concurrency=int(v), out_dir=str(sub))
+            c = replace(cfg, concurrency=int(v), out_dir=str(sub), seed=cfg.seed + i)
         rows.append(row_from_summary(v, run_bench(c), attainment))
     with open(out / "sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)

@@ -211,6 +211,15 @@ def test_config_validation(model, tmp_path):
         plan("vllm", ServeConfig(model=str(tmp_path)))
     with pytest.raises(UserError, match="unknown engine"):
         plan("tgi", ServeConfig(model=model))
+    with pytest.raises(UserError, match="1..65535"):
+        ServeConfig(model=model, port=70000)
+
+
+@pytest.mark.parametrize("port", [None, 0])
+def test_a_plan_without_a_port_yet_is_allowed(model, port):
+    """--dry-run before a free port is picked: the plan shows port 0 (serve() picks one)."""
+    argv = plan("vllm", ServeConfig(model=model, port=port)).argv
+    assert argv[argv.index("--port") + 1] == "0"
 
 
 def test_metric_tables_map_concepts_across_engines():

@@ -74,8 +74,8 @@ class ServeConfig:
                             f"{', '.join(PREFIX_CACHES)}")
         if self.policy is not None and self.policy not in POLICIES:
             raise UserError(f"--policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
-        if self.port is not None and not 0 < int(self.port) < 65536:
-            raise UserError(f"--port {self.port}: a TCP port is 1..65535")
+        if self.port is not None and not 0 <= int(self.port) < 65536:
+            raise UserError(f"--port {self.port}: a TCP port is 1..65535 (0 or None: any free port)")
         if self.prefix_cache is not None and self.prefix_caching is not None:
             if (self.prefix_cache != "none") != self.prefix_caching:
                 raise UserError(f"--prefix-cache {self.prefix_cache} contradicts "

@@ -250,7 +250,7 @@ def serve(engine: str, model: str | None = None, *, port: int | None = None,
           timeout: float = DEFAULT_STARTUP_TIMEOUT_S, **knobs) -> Server:
     """Start `engine` serving `model` and return once it answers /health and /v1/models.
 
-    port=None picks a free port. Knobs are ServeConfig fields (max_num_seqs=8,
+    port=None (or 0) picks a free port. Knobs are ServeConfig fields (max_num_seqs=8,
     prefix_caching=False, kv_cache_gib=2, extra_args=["--seed", "0"], ...); given with a
     `config`, they override its fields: serve("vllm", config=base, max_num_seqs=8).
     """
@@ -262,7 +262,7 @@ def serve(engine: str, model: str | None = None, *, port: int | None = None,
         config = dataclasses.replace(config, **overrides)
     mod = engine_module(engine)
     check_can_run(engine)
-    if config.port is None:
+    if not config.port:  # None or 0: the engine would bind a port we could not find
         config = config.with_port(pick_free_port(config.host))
     log_dir = Path(log_dir) if log_dir else default_log_dir(engine, config.port)
     launch_plan = mod.build(config, log_dir)

@@ -137,7 +137,7 @@ def test_radix_is_optimal_with_enough_memory_and_hash_loses_only_to_rounding(wor
     rows = radix_lab.capacity_sweep(workloads, [0], block_sizes=(16, 64))
     for w in workloads:
         got = {r["cache"]: r["hit_rate"] for r in rows if r["workload"] == w}
-        assert got["radix"] == stats[w]["best_hit_rate"] > 0.3
+        assert got["radix"] == got["radix tail"] == stats[w]["best_hit_rate"] > 0.3
         assert got["radix"] >= got["hash B=16"] >= got["hash B=64"]
     rounding = radix_lab.block_size_sweep(workloads, (1, 16, 256))
     for w in workloads:
@@ -145,6 +145,25 @@ def test_radix_is_optimal_with_enough_memory_and_hash_loses_only_to_rounding(wor
                 if r["workload"] == w}
         assert lost[1] == 0 and 0 <= lost[16] < lost[256]
     assert [r["hit_tokens"] for r in radix_lab.rounding_example(100, 16)] == [96, 100]
+
+
+def test_tail_eviction_keeps_more_than_whole_leaves_under_memory_pressure(workloads):
+    reqs = {"shared-prompt": workloads["shared-prompt"]}
+    rows = radix_lab.capacity_sweep(reqs, [1024], block_sizes=(16,))
+    got = {r["cache"]: r for r in rows}
+    assert got["radix tail"]["evicted_tokens"] > 0  # the capacity really was too small
+    assert got["radix tail"]["cached_tokens"] > got["radix"]["cached_tokens"]
+    assert got["radix tail"]["cached_tokens"] >= got["hash B=16"]["cached_tokens"]
+
+
+def test_radix_behind_hash_lists_only_cells_where_a_radix_variant_lost():
+    def row(w, cap, cache, n):
+        return {"workload": w, "capacity_tokens": cap, "cache": cache, "cached_tokens": n}
+
+    rows = [row("a", 64, "radix", 10), row("a", 64, "radix tail", 30), row("a", 64, "hash B=16", 20),
+            row("b", 64, "radix", 40), row("b", 64, "radix tail", 40), row("b", 64, "hash B=16", 20)]
+    assert radix_lab.radix_behind_hash(rows) == [
+        {"workload": "a", "capacity_tokens": 64, "hash B=16": 20, "radix": 10, "radix tail": 30}]
 
 
 def test_hot_cold_trace_starves_cold_requests_under_lpm():

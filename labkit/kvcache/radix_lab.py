@@ -2,7 +2,9 @@
 
     write_traces        the four classic workloads as JSONL files, read back as requests
     trace_stats         what each trace holds, and the best any prefix cache could hit
-    capacity_sweep      hash vs radix hit rates at several KV capacities and block sizes
+    capacity_sweep      hash vs radix (whole-leaf and tail eviction) hit rates at several
+                        KV capacities and block sizes
+    radix_behind_hash   the (workload, capacity) cells where a radix cache hit less than hash
     block_size_sweep    at unlimited capacity: what block rounding costs the hash cache
     rounding_example    two prompts sharing 100 tokens: 96 hit with 16-token blocks, 100 radix
     hot_cold_trace      a hot shared prompt plus a few cold requests: LPM's starvation case
@@ -21,7 +23,9 @@ import numpy as np
 from labkit.kvcache import simulate as sim
 from labkit.kvcache import trace_file, traces
 
-CACHE_STYLES = {"radix": ("tab:green", "-"), "hash": ("tab:blue", "--"), "none": ("grey", ":")}
+CACHE_STYLES = {"radix": ("tab:green", "-"), "radix tail": ("tab:olive", "-."),
+                "hash": ("tab:blue", "--"), "none": ("grey", ":")}
+MARKERS = {"radix": "o", "radix tail": "D"}  # hash: squares for B=16, triangles otherwise
 
 
 def write_traces(out_dir, num_requests: int = 64, seed: int = 0) -> dict:
@@ -47,25 +51,45 @@ def trace_stats(requests_by_workload: dict) -> list[dict]:
     return rows
 
 
-def _label(cache: str, block_size: int) -> str:
-    return "radix" if cache == "radix" else f"{cache} B={block_size}"
+def _label(cache: str, block_size: int, radix_evict: str = "leaf") -> str:
+    if cache == "radix":
+        return "radix" if radix_evict == "leaf" else "radix tail"
+    return f"{cache} B={block_size}"
 
 
 def capacity_sweep(requests_by_workload: dict, capacities, block_sizes=(16, 64),
                    policy: str = "fcfs", max_batch: int = 8) -> list[dict]:
     """One row per (workload, capacity, cache): hit rate and evictions. Capacity 0 or None
-    means unlimited (enough KV for every request at once)."""
+    means unlimited (enough KV for every request at once). "radix" evicts whole leaves as
+    SGLang does; "radix tail" evicts only the tokens it needs from the end of a leaf."""
     rows = []
+    caches = [("radix", 1, "leaf"), ("radix", 1, "tail")] + [("hash", b, "leaf") for b in block_sizes]
     for w, reqs in requests_by_workload.items():
         for cap in capacities:
-            for cache, bs in [("radix", 1)] + [("hash", b) for b in block_sizes]:
-                s = sim.simulate(reqs, cache, bs, cap or None, policy, max_batch)["summary"]
+            for cache, bs, evict in caches:
+                s = sim.simulate(reqs, cache, bs, cap or None, policy, max_batch,
+                                 radix_evict=evict)["summary"]
                 rows.append({"workload": w, "capacity_tokens": cap or "unlimited",
-                             "cache": _label(cache, bs), "hit_rate": s["hit_rate"],
+                             "cache": _label(cache, bs, evict), "hit_rate": s["hit_rate"],
                              "cached_tokens": s["cached_tokens"],
                              "prefill_tokens_computed": s["prefill_tokens_computed"],
                              "evicted_tokens": s["evicted_tokens"]})
     return rows
+
+
+def radix_behind_hash(rows: list[dict], hash_label: str = "hash B=16") -> list[dict]:
+    """Cells of a capacity sweep where a radix variant cached fewer prompt tokens than the
+    hash cache `hash_label`: one row per (workload, capacity) with both radix results."""
+    by_key = {(r["workload"], r["capacity_tokens"], r["cache"]): r["cached_tokens"] for r in rows}
+    cells = dict.fromkeys((r["workload"], r["capacity_tokens"]) for r in rows)
+    out = []
+    for w, cap in cells:
+        h = by_key[(w, cap, hash_label)]
+        leaf, tail = by_key[(w, cap, "radix")], by_key[(w, cap, "radix tail")]
+        if leaf < h or tail < h:
+            out.append({"workload": w, "capacity_tokens": cap, hash_label: h,
+                        "radix": leaf, "radix tail": tail})
+    return out
 
 
 def plot_capacity_sweep(rows: list[dict], axes=None):
@@ -80,8 +104,8 @@ def plot_capacity_sweep(rows: list[dict], axes=None):
         for label in dict.fromkeys(r["cache"] for r in rows):
             mine = {r["capacity_tokens"]: r["hit_rate"] for r in rows
                     if r["workload"] == w and r["cache"] == label}
-            colour, style = CACHE_STYLES[label.split()[0]]
-            marker = "o" if label == "radix" else ("s" if label.endswith("=16") else "^")
+            colour, style = CACHE_STYLES[label.split(" B=")[0]]
+            marker = MARKERS.get(label, "s" if label.endswith("=16") else "^")
             ax.plot(range(len(caps)), [100 * mine[c] for c in caps], marker=marker, ls=style,
                     color=colour, alpha=0.85, label=label)
         ax.set_xticks(range(len(caps)), [str(c) for c in caps], rotation=30, fontsize=8)

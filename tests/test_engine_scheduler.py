@@ -17,6 +17,7 @@ from labkit.kvcache.radix_cache import RadixPrefixCache
 
 CACHES = {
     "radix": lambda cap, bs: RadixPrefixCache(cap),
+    "radix-tail": lambda cap, bs: RadixPrefixCache(cap, evict="tail"),
     "hash": lambda cap, bs: HashPrefixCache(cap, bs),
     "none": lambda cap, bs: NoPrefixCache(cap, bs),
 }
@@ -88,7 +89,7 @@ def test_preemption_frees_blocks_and_the_request_finishes_later(kind):
         # tree, which keeps finished and preempted requests' KV).
         in_use = {b for b, r in enumerate(cache.pool.ref_cnt) if r > 0}
         held = {b for s in sched.running for b in s.block_table}
-        if kind == "radix":
+        if kind.startswith("radix"):
             held |= {slot for node in cache._nodes() for slot in node.slots}
         assert in_use == held
     assert sched.num_preemptions == len(preempted_seen) > 0
@@ -113,6 +114,28 @@ def test_preempting_releases_kv_the_victim_can_reuse():
     victim = sched.waiting[0]
     assert victim is b  # the newest running request is preempted first
     assert cache.match_prompt(victim.all_token_ids, record=False).hit_len > 0
+
+
+def test_tail_eviction_keeps_the_head_of_a_preempted_victims_kv():
+    """Radix with tail eviction: making room for the survivor trims the victim's cached KV
+    from its end, so re-admission still hits the victim's first tokens; SGLang's whole-leaf
+    eviction can throw the victim's whole prompt away for the same room."""
+    hits = {}
+    for mode in ("leaf", "tail"):
+        cache = RadixPrefixCache(64, evict=mode)
+        sched = Scheduler(cache, max_num_seqs=8, max_num_batched_tokens=64)
+        a, b = make_seq(0, list(range(100, 130)), 30), make_seq(1, list(range(200, 230)), 30)
+        sched.add(a)
+        sched.add(b)
+        while not sched.num_preemptions:
+            fake_step(sched)
+        victim = sched.waiting[0]
+        while sched.running[0].num_output_tokens < 10:  # the survivor grows into the victim's KV
+            fake_step(sched)
+        hits[mode] = cache.match_prompt(victim.all_token_ids, record=False).hit_len
+        run_to_completion(sched)
+        cache.check_invariants()
+    assert hits["tail"] > hits["leaf"] and hits["tail"] > 0
 
 
 def _admit_order(policy, cache, prompts, seats=1):

@@ -155,6 +155,25 @@ def test_mini_argv_parses_with_the_teaching_engines_own_parser(model):
             args.device) == ("hash", "lpm", 16, 512, 16, 8192, 1024, "float32", "cpu")
 
 
+def test_teaching_engine_radix_evict_flag_reaches_its_cache(model):
+    if mini.missing():
+        pytest.skip("the teaching engine is not in this checkout")
+    from labkit.engine.engine import make_prefix_cache
+    from labkit.engine.server import build_parser, make_engine_config
+
+    cfg = ServeConfig(model=model, port=8200, extra_args=["--radix-evict", "tail"])
+    args = build_parser().parse_args(plan("mini", cfg).argv[3:])
+    config = make_engine_config(args)
+    assert config.radix_evict == "tail"
+    cache = make_prefix_cache(config.prefix_cache, 64, config.block_size, config.radix_evict)
+    assert (cache.name, cache.evict_mode) == ("radix", "tail")
+    assert build_parser().parse_args(["--model", model]).radix_evict == "leaf"  # SGLang's
+    from labkit.engine.config import EngineConfig
+
+    with pytest.raises(UserError, match="leaf or tail"):
+        EngineConfig(model=model, radix_evict="lru")
+
+
 # Every combination of the common knobs emits only flags from the cited tables.
 KNOB_VALUES = {
     "max_num_seqs": [None, 4], "max_model_len": [None, 256], "prefix_caching": [None, True, False],

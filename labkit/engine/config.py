@@ -28,6 +28,7 @@ class EngineConfig:
     model: str
     served_model_name: str | None = None  # what /v1/models shows; default: the model path
     prefix_cache: str = "radix"
+    radix_evict: str = "leaf"  # radix only: "leaf" (SGLang, whole leaves) or "tail" (tokens needed)
     policy: str = "fcfs"
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
@@ -46,6 +47,8 @@ class EngineConfig:
         self.model = str(path.resolve())
         if self.prefix_cache not in PREFIX_CACHES:
             raise UserError(f"--prefix-cache must be one of {', '.join(PREFIX_CACHES)}")
+        if self.radix_evict not in ("leaf", "tail"):
+            raise UserError("--radix-evict must be leaf or tail")
         if self.policy not in POLICIES:
             raise UserError(f"--policy must be one of {', '.join(POLICIES)}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

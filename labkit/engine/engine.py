@@ -71,14 +71,14 @@ def check_request(config: EngineConfig, num_prompt_tokens: int, params: Sampling
     return params
 
 
-def make_prefix_cache(kind: str, capacity_tokens: int, block_size: int):
+def make_prefix_cache(kind: str, capacity_tokens: int, block_size: int, radix_evict: str = "leaf"):
     """The KV storage and its prefix index (labkit.kvcache): one object, three designs."""
     from labkit.kvcache.hash_cache import HashPrefixCache
     from labkit.kvcache.prefix_cache import NoPrefixCache
     from labkit.kvcache.radix_cache import RadixPrefixCache
 
     if kind == "radix":
-        return RadixPrefixCache(capacity_tokens)  # page size 1: token-granular hits
+        return RadixPrefixCache(capacity_tokens, radix_evict)  # page size 1: token-granular hits
     if kind == "hash":
         return HashPrefixCache(capacity_tokens, block_size)
     return NoPrefixCache(capacity_tokens, block_size)
@@ -92,7 +92,8 @@ class LLMEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(config.model, local_files_only=True)
         self._backend = self.tokenizer.backend_tokenizer  # Rust tokenizer: fast stream decode
         self.eos_token_ids = _eos_token_ids(config.model, self.tokenizer)
-        self.cache = make_prefix_cache(config.prefix_cache, config.kv_cache_tokens, config.block_size)
+        self.cache = make_prefix_cache(config.prefix_cache, config.kv_cache_tokens, config.block_size,
+                                       config.radix_evict)
         pool = self.cache.pool
         self.runner = ModelRunner(config.model, pool.num_blocks, pool.block_size, config.device,
                                   config.dtype, config.max_model_len, config.num_threads)

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-cache", choices=("radix", "hash", "none"), default="radix",
                    help="radix: SGLang-style tree, token-granular hits (default); hash: "
                    "vLLM-style chained block hashes, full blocks only; none: no reuse")
+    p.add_argument("--radix-evict", choices=("leaf", "tail"), default="leaf",
+                   help="radix cache eviction when KV runs out: leaf = the least recently used "
+                   "leaf goes whole, as in SGLang (default); tail = only the tokens needed, cut "
+                   "from that leaf's end (keeps more of a long shared prompt)")
     p.add_argument("--policy", choices=("fcfs", "lpm"), default="fcfs",
                    help="admission order: fcfs = arrival order (default); lpm = longest "
                    "cached prefix first (more cache hits, can starve unlucky requests)")
@@ -100,7 +104,8 @@ def make_engine_config(args):
 
     return EngineConfig(
         model=args.model, served_model_name=args.served_model_name,
-        prefix_cache=args.prefix_cache, policy=args.policy, max_num_seqs=args.max_num_seqs,
+        prefix_cache=args.prefix_cache, radix_evict=args.radix_evict, policy=args.policy,
+        max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         kv_cache_tokens=args.kv_cache_tokens, device=args.device,
         max_model_len=args.max_model_len, dtype=args.dtype, num_threads=args.num_threads)

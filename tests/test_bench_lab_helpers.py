@@ -12,8 +12,8 @@ import pytest
 from labkit.bench import compare, readout, server_metrics
 from labkit.bench.client import RequestRecord
 from labkit.bench.fake_server import fake_server
-from labkit.bench.fresh_sweep import run_bench_here, run_fresh_sweep
-from labkit.bench.runner import BenchConfig
+from labkit.bench.fresh_sweep import run_fresh_sweep
+from labkit.bench.runner import BenchConfig, run_bench
 from labkit.bench.workloads import WorkloadParams
 from labkit.cost.per_token import cost_per_million_tokens
 from labkit.engines.config import has_nvidia_gpu
@@ -70,7 +70,7 @@ def test_fresh_sweep_new_prompts_per_point_and_fault_table_on_a_known_server(tmp
                           params=WorkloadParams(input_len=8, output_len=6),
                           out_dir=str(tmp_path / "sweep"), progress=False, seed=7)
         sweep = run_fresh_sweep(cfg, "rates", [40, 10, 20])
-        capped = run_bench_here(BenchConfig(**{**cfg.__dict__, "rate": 40.0, "concurrency": 1,
+        capped = run_bench(BenchConfig(**{**cfg.__dict__, "rate": 40.0, "concurrency": 1,
                                                "out_dir": str(tmp_path / "capped")}))
     assert [r["load"] for r in sweep["rows"]] == [10, 20, 40]  # sorted
     seeds = [s["run"]["config"]["seed"] for s in sweep["summaries"]]
@@ -93,7 +93,7 @@ def test_fresh_sweep_new_prompts_per_point_and_fault_table_on_a_known_server(tmp
     assert scalars["achieved_vs_target_worst"] > 0.9
 
 
-def test_run_bench_here_works_inside_a_running_event_loop(tmp_path):
+def test_run_bench_works_inside_a_running_event_loop(tmp_path):
     """What a Jupyter kernel does: call the sync API while a loop runs in this thread."""
     with fake_server(ttft_ms=5, tpot_ms=1) as url:
         cfg = BenchConfig(base_url=url, model="fake-model", num_requests=3, progress=False,
@@ -101,7 +101,7 @@ def test_run_bench_here_works_inside_a_running_event_loop(tmp_path):
                           out_dir=str(tmp_path))
 
         async def inside_a_loop():
-            return run_bench_here(cfg)
+            return run_bench(cfg)
 
         s = asyncio.run(inside_a_loop())
     assert s["requests"]["completed"] == 3

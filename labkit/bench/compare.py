@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from labkit.bench.fresh_sweep import run_bench_here, run_fresh_sweep
+from labkit.bench.fresh_sweep import run_fresh_sweep
 from labkit.bench.readout import load_average
-from labkit.bench.runner import BenchConfig
+from labkit.bench.runner import BenchConfig, run_bench
 from labkit.bench.server_metrics import prefix_hit_rate, scrape
 from labkit.bench.workloads import WorkloadParams
 from labkit.cost.per_token import cost_per_million_tokens
@@ -126,7 +126,7 @@ def measure_config(spec: ConfigSpec, model: str, base_knobs: dict, bench: BenchC
         result["startup_s"] = server.startup_s
         cfg = replace(bench, base_url=server.base_url, model=server.model, progress=False)
         if warmup_requests:  # first requests pay one-off costs (allocations, lazy init)
-            run_bench_here(replace(cfg, workload="random", rate=math.inf, concurrency=None,
+            run_bench(replace(cfg, workload="random", rate=math.inf, concurrency=None,
                               num_requests=warmup_requests, slo={}, seed=10_000,
                               out_dir=str(out_dir / "warmup")))
         for k, (wl, params) in enumerate(workloads.items()):

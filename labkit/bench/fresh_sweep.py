@@ -2,41 +2,25 @@
 
 Like sweep.run_sweep (load point i uses seed `cfg.seed + i`: new prompts and a new arrival
 draw each time, the same lengths and shapes, so an engine's prefix cache cannot serve a
-later point from an earlier point's prompts), with two differences a lab needs: it runs
-inside Jupyter, and it keeps each point's full summary for the readout. Shared-prefix
+later point from an earlier point's prompts), with what a lab needs on top: the loads run
+in ascending order, and each point's full summary is kept for the readout. Shared-prefix
 groups get new system prompts per point too, so every point starts with cold prefixes and
 warms them itself.
 
 The result has the shape of run_sweep's (rows, capacity, kind, slo_ms, attainment, out_dir,
 plot), plus `summaries`: each point's full summary, for the readout.
-
-From a notebook: a Jupyter kernel already runs an asyncio event loop in its main thread,
-and `asyncio.run` (inside run_bench) refuses to start a second one there. `run_bench_here`
-gives the benchmark a thread, and so an event loop, of its own when that is the case.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 from labkit.bench import sweep
 from labkit.bench.report import _clean
 from labkit.bench.runner import BenchConfig, default_out_dir, run_bench
-
-
-def run_bench_here(cfg: BenchConfig) -> dict:
-    """run_bench that also works where an event loop is already running (Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # no loop in this thread: the plain call
-        return run_bench(cfg)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="labkit-bench") as pool:
-        return pool.submit(run_bench, cfg).result()
 
 
 def run_fresh_sweep(cfg: BenchConfig, kind: str, values: list[float],
@@ -52,7 +36,7 @@ def run_fresh_sweep(cfg: BenchConfig, kind: str, values: list[float],
                         seed=cfg.seed + i)
         point = replace(point, rate=float(v)) if kind == "rates" else \
             replace(point, concurrency=int(v))
-        s = run_bench_here(point)
+        s = run_bench(point)
         summaries.append(s)
         rows.append(sweep.row_from_summary(v, s, attainment))
     with open(out / "sweep.csv", "w", newline="") as f:

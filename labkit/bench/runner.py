@@ -180,5 +180,16 @@ async def run_async(cfg: BenchConfig) -> dict:
 
 
 def run_bench(cfg: BenchConfig) -> dict:
-    """Run one benchmark to completion and return its summary (also written to out_dir)."""
-    return asyncio.run(run_async(cfg))
+    """Run one benchmark to completion and return its summary (also written to out_dir).
+
+    Works from a Jupyter cell too. A kernel already runs an asyncio event loop in its main
+    thread and `asyncio.run` refuses to start a second one there, so in that case the
+    benchmark gets a thread, and an event loop, of its own; this thread waits for it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop running here: the plain call
+        return asyncio.run(run_async(cfg))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="labkit-bench") as pool:
+        return pool.submit(lambda: asyncio.run(run_async(cfg))).result()

@@ -15,11 +15,9 @@ the comparison isolates what the cache saves in prefill, not how the queue behav
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +44,6 @@ def read_counters(metrics_url: str, engine: str = "mini") -> dict:
         return parse_counters(r.read().decode(), engine)
 
 
-def run_bench_blocking(cfg) -> dict:
-    """run_bench from anywhere: inside Jupyter an event loop is already running, and
-    asyncio.run refuses to nest, so the benchmark gets a thread (and a loop) of its own."""
-    from labkit.bench.runner import run_bench
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return run_bench(cfg)
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run_bench, cfg).result()
-
-
 def measure_prefix_cache_ttft(model_path, prefix_cache: str, *, policy: str = "fcfs",
                               num_requests: int = 32, num_groups: int = 4,
                               system_prompt_len: int = 300, question_len: int = 16,
@@ -67,7 +52,7 @@ def measure_prefix_cache_ttft(model_path, prefix_cache: str, *, policy: str = "f
                               out_dir: str | Path = "runs/engine_ttft", seed: int = 0,
                               startup_timeout: float = 300.0) -> dict:
     """Serve model_path with the teaching engine and `prefix_cache`, bench it, return a row."""
-    from labkit.bench.runner import BenchConfig
+    from labkit.bench.runner import BenchConfig, run_bench  # Jupyter-safe (own loop)
     from labkit.bench.workloads import WorkloadParams
     from labkit.engines import serve
 
@@ -79,12 +64,12 @@ def measure_prefix_cache_ttft(model_path, prefix_cache: str, *, policy: str = "f
         startup_s = time.monotonic() - t0
         # Warm-up: two short unrelated prompts pay the first-call costs (allocations, lazy
         # init) outside the measurement, and share nothing with the workload's prefixes.
-        run_bench_blocking(BenchConfig(
+        run_bench(BenchConfig(
             base_url=server.base_url, model=server.model, workload="random", num_requests=2,
             concurrency=1, out_dir=str(out_dir / "warmup"), progress=False, seed=seed + 1,
             params=WorkloadParams(input_len=16, output_len=2)))
         before = read_counters(server.metrics_url)
-        summary = run_bench_blocking(BenchConfig(
+        summary = run_bench(BenchConfig(
             base_url=server.base_url, model=server.model, workload="shared-prefix",
             num_requests=num_requests, concurrency=concurrency, out_dir=str(out_dir / "bench"),
             progress=False, seed=seed,

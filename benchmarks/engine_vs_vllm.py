@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labkit.bench.runner import BenchConfig, run_async  # noqa: E402
 from labkit.bench.workloads import WorkloadParams, make_requests  # noqa: E402
+from labkit.env import cpu_model  # noqa: E402
 from labkit.models import build_tiny_llama  # noqa: E402
 
 NAME = "tiny"
@@ -309,7 +310,7 @@ def main(argv=None) -> int:
     rows = run_servers([e for e in engines if e != "naive"], model, args)
     if "naive" in engines:
         rows += run_naive(model, args)
-    result = {"started": started, "machine": platform.node(), "cpu": _cpu_name(),
+    result = {"started": started, "machine": platform.node(), "cpu": cpu_model(),
               "cores": os.cpu_count(), "python": platform.python_version(),
               "args": {k: v for k, v in vars(args).items()}, "rows": rows}
     out = Path(args.out)
@@ -318,16 +319,6 @@ def main(argv=None) -> int:
     print(table(rows))
     print(f"\nresults: {out}", file=sys.stderr)
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

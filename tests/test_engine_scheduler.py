@@ -100,19 +100,24 @@ def test_preemption_frees_blocks_and_the_request_finishes_later(kind):
     cache.pool.check_invariants()
 
 
-def test_preempting_releases_kv_the_victim_can_reuse():
-    """With a prefix cache, the victim's computed KV stays cached until the space is needed:
-    the block-hash cache hands out the victim's uncached partial block first, so re-admission
-    hits most of what it had computed."""
-    cache = HashPrefixCache(64, 4)
+def _run_until_first_preemption(cache):
+    """Two 30-token prompts that each grow by 30 tokens in a 64-token cache: one must go."""
     sched = Scheduler(cache, max_num_seqs=8, max_num_batched_tokens=64)
     a, b = make_seq(0, list(range(100, 130)), 30), make_seq(1, list(range(200, 230)), 30)
     sched.add(a)
     sched.add(b)
     while not sched.num_preemptions:
         fake_step(sched)
-    victim = sched.waiting[0]
-    assert victim is b  # the newest running request is preempted first
+    assert sched.waiting[0] is b  # the newest running request is preempted first
+    return sched, b
+
+
+def test_preempting_releases_kv_the_victim_can_reuse():
+    """With a prefix cache, the victim's computed KV stays cached until the space is needed:
+    the block-hash cache hands out the victim's uncached partial block first, so re-admission
+    hits most of what it had computed."""
+    cache = HashPrefixCache(64, 4)
+    _, victim = _run_until_first_preemption(cache)
     assert cache.match_prompt(victim.all_token_ids, record=False).hit_len > 0
 
 
@@ -123,13 +128,7 @@ def test_tail_eviction_keeps_the_head_of_a_preempted_victims_kv():
     hits = {}
     for mode in ("leaf", "tail"):
         cache = RadixPrefixCache(64, evict=mode)
-        sched = Scheduler(cache, max_num_seqs=8, max_num_batched_tokens=64)
-        a, b = make_seq(0, list(range(100, 130)), 30), make_seq(1, list(range(200, 230)), 30)
-        sched.add(a)
-        sched.add(b)
-        while not sched.num_preemptions:
-            fake_step(sched)
-        victim = sched.waiting[0]
+        sched, victim = _run_until_first_preemption(cache)
         while sched.running[0].num_output_tokens < 10:  # the survivor grows into the victim's KV
             fake_step(sched)
         hits[mode] = cache.match_prompt(victim.all_token_ids, record=False).hit_len

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.errors import UserError
+from labkit.kvcache.radix_cache import RadixPrefixCache
 
 PREFIX_CACHES = ("radix", "hash", "none")
+RADIX_EVICTIONS = RadixPrefixCache.EVICT_MODES  # ("leaf", "tail"): one list for flag and cache
 POLICIES = ("fcfs", "lpm")
 
 
@@ -47,8 +49,8 @@ class EngineConfig:
         self.model = str(path.resolve())
         if self.prefix_cache not in PREFIX_CACHES:
             raise UserError(f"--prefix-cache must be one of {', '.join(PREFIX_CACHES)}")
-        if self.radix_evict not in ("leaf", "tail"):
-            raise UserError("--radix-evict must be leaf or tail")
+        if self.radix_evict not in RADIX_EVICTIONS:
+            raise UserError(f"--radix-evict must be {' or '.join(RADIX_EVICTIONS)}")
         if self.policy not in POLICIES:
             raise UserError(f"--policy must be one of {', '.join(POLICIES)}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

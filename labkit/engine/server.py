@@ -16,6 +16,7 @@ import errno
 import socket
 import sys
 
+from labkit.engine.config import RADIX_EVICTIONS
 from labkit.errors import UserError
 
 EPILOG = """\
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-cache", choices=("radix", "hash", "none"), default="radix",
                    help="radix: SGLang-style tree, token-granular hits (default); hash: "
                    "vLLM-style chained block hashes, full blocks only; none: no reuse")
-    p.add_argument("--radix-evict", choices=("leaf", "tail"), default="leaf",
+    p.add_argument("--radix-evict", choices=RADIX_EVICTIONS, default="leaf",
                    help="radix cache eviction when KV runs out: leaf = the least recently used "
                    "leaf goes whole, as in SGLang (default); tail = only the tokens needed, cut "
                    "from that leaf's end (keeps more of a long shared prompt)")

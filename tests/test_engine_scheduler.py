@@ -193,3 +193,59 @@ def test_abort_releases_a_running_request():
     assert sched.abort("r0") is seq and seq.finish_reason == "abort"
     assert not sched.has_unfinished() and cache.pool.num_used_blocks == 0
     assert sched.abort("r0") is None
+
+
+def _burst(kind, **kw):
+    """Three requests with a 64-token system prompt nobody has cached, and one unrelated."""
+    system = list(range(100, 164))
+    seqs = [make_seq(i, system + [200 + i] * 8) for i in range(3)]
+    seqs.append(make_seq(3, list(range(300, 340))))
+    sched = Scheduler(CACHES[kind](4096, 16), max_num_seqs=8, max_num_batched_tokens=1000, **kw)
+    for s in seqs:
+        sched.add(s)
+    return sched, seqs
+
+
+@pytest.mark.parametrize("kind", ["radix", "hash"])
+def test_in_batch_prefix_caching_holds_a_request_until_its_prefix_is_cached(kind):
+    sched, (a, b, c, loner) = _burst(kind)
+    first = fake_step(sched)
+    assert first.seqs == [a, loner]  # b and c wait: a computes their 64 shared tokens now
+    second = fake_step(sched)
+    assert second.seqs[-2:] == [b, c]
+    assert b.num_cached_tokens == c.num_cached_tokens == 64  # whole blocks for hash, too
+    run_to_completion(sched)
+    # The prompt tokens actually computed: 64 + 8 for a, 8 each for b and c, 40 for loner.
+    assert sched.prefix_cache_hits == 128
+
+
+@pytest.mark.parametrize("kind", ["radix", "hash", "none"])
+def test_without_in_batch_prefix_caching_a_burst_computes_the_prompt_each_time(kind):
+    sched, seqs = _burst(kind, in_batch_prefix_caching=False)
+    assert fake_step(sched).seqs == seqs
+    run_to_completion(sched)
+    assert [s.num_cached_tokens for s in seqs] == [0, 0, 0, 0]
+
+
+def test_a_short_common_start_does_not_hold_a_request_back():
+    """Sharing fewer than IN_BATCH_MIN_SHARED uncached tokens is not worth a step's wait."""
+    from labkit.engine.scheduler import IN_BATCH_MIN_SHARED
+
+    start = list(range(100, 100 + IN_BATCH_MIN_SHARED - 1))
+    a, b = make_seq(0, start + [1] * 20), make_seq(1, start + [2] * 20)
+    sched = Scheduler(RadixPrefixCache(4096), max_num_seqs=8, max_num_batched_tokens=1000)
+    sched.add(a)
+    sched.add(b)
+    assert fake_step(sched).seqs == [a, b]
+
+
+def test_a_held_request_waits_only_while_the_wait_saves_enough():
+    """Chunked prefill, 40 tokens per step: the first request computes the 64 shared tokens
+    in two chunks. The second waits for the first chunk (40 of its tokens), not the second
+    (24 more: fewer than IN_BATCH_MIN_SHARED, so it computes them itself)."""
+    sched, (a, b, c, loner) = _burst("radix")
+    sched.max_num_batched_tokens = 40
+    assert fake_step(sched).seqs == [a]  # tokens 0-39; b and c held back, no budget for loner
+    assert fake_step(sched).seqs == [a, b]  # a: 40-71 (32), b: its first 8 after the hit
+    assert b.num_cached_tokens == 40
+    run_to_completion(sched)

@@ -17,6 +17,11 @@ One step's plan (vLLM v1's scheduler, simplified):
    cache reuse, but a request that matches nothing can wait a long time: starvation).
    Admission looks the prompt up in the prefix cache, locks the hit (so it cannot be
    evicted while we read it) and allocates blocks only for the tokens to compute now.
+   In-batch prefix caching (SGLang's name): a request whose prompt shares at least
+   IN_BATCH_MIN_SHARED uncached tokens with a prefill chunk of this very step waits one
+   step. Admitted now, it would compute those tokens a second time in parallel; one step
+   later they are in the cache. A burst of requests with a new system prompt then
+   computes that prompt once, not once per request.
 
 When a sequence finishes, its KV is released into the prefix cache: the next request with
 the same prefix skips recomputing it.
@@ -29,10 +34,14 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from labkit.engine.sequence import Sequence, SequenceStatus
+from labkit.engine.shared_prefix import common_prefix_len
 from labkit.kvcache.block_pool import OutOfBlocks, blocks_for
 from labkit.kvcache.prefix_cache import PrefixCache
 
 LPM_MAX_QUEUE = 128  # SGLang: with longer queues, sorting by prefix match costs too much: FCFS
+# SGLang's IN_BATCH_PREFIX_CACHING_DEPRIORITIZE_THRESHOLD: sharing fewer uncached tokens than
+# this with a request being prefilled is not worth a step of waiting.
+IN_BATCH_MIN_SHARED = 32
 
 
 @dataclass
@@ -53,9 +62,10 @@ class ScheduledBatch:
 
 class Scheduler:
     def __init__(self, cache: PrefixCache, max_num_seqs: int, max_num_batched_tokens: int,
-                 policy: str = "fcfs"):
+                 policy: str = "fcfs", in_batch_prefix_caching: bool = True):
         assert policy in ("fcfs", "lpm"), policy
         self.cache = cache
+        self.in_batch_prefix_caching = in_batch_prefix_caching and cache.name != "none"
         self.block_size = cache.pool.block_size
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -116,6 +126,8 @@ class Scheduler:
             for seq in self._waiting_in_policy_order():
                 if budget <= 0 or len(self.running) >= self.max_num_seqs:
                     break
+                if self.in_batch_prefix_caching and self._shares_a_prefill(seq, batch):
+                    continue  # next step its prefix is in the cache; others may go first
                 n = self._admit(seq, budget)
                 if n == 0:
                     break  # the KV cache is full: later requests wait too (no overtaking)
@@ -133,6 +145,24 @@ class Scheduler:
         hits = {id(s): self.cache.match_prompt(s.all_token_ids, record=False).hit_len
                 for s in self.waiting}
         return sorted(self.waiting, key=lambda s: -hits[id(s)])
+
+    def _shares_a_prefill(self, seq: Sequence, batch: ScheduledBatch) -> bool:
+        """True if a prefill chunk scheduled in this step computes at least
+        IN_BATCH_MIN_SHARED tokens of seq's prompt that the cache cannot give it yet.
+        update_after_step publishes those chunks, so the next step's lookup finds them."""
+        chunks = [(other, other.num_computed_tokens + n)  # n > 1: a prefill chunk, cached after
+                  for other, n in zip(batch.seqs, batch.num_new_tokens) if n > 1]
+        if not chunks:
+            return False
+        tokens = seq.all_token_ids
+        hit = self.cache.match_prompt(tokens, record=False).hit_len
+        for other, end in chunks:
+            # What other will have computed of seq's prefix after this step (never seq's
+            # last token: the model must run on it anyway, match_prompt never returns it).
+            shared = min(common_prefix_len(tokens, other.all_token_ids), end, len(tokens) - 1)
+            if self.cache.cacheable_len(shared) - hit >= IN_BATCH_MIN_SHARED:
+                return True
+        return False
 
     def _admit(self, seq: Sequence, budget: int) -> int:
         """Look up the prefix, lock it, allocate for the first chunk. Returns tokens to

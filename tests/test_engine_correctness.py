@@ -136,6 +136,27 @@ def test_concurrent_requests_sharing_a_system_prompt(model_path, cache, monkeypa
     assert any(len(g) == 1 and len(g[0][0]) == 4 for g in groups_seen)
 
 
+@pytest.mark.parametrize("cache", ["radix", "hash"])
+def test_a_burst_with_a_new_system_prompt_computes_it_once(model_path, cache):
+    """Four requests arrive together with a system prompt nobody has cached. In-batch prefix
+    caching: the first computes it, the others wait a step and hit it. Turned off, all four
+    compute it. The tokens are transformers' either way."""
+    from labkit.engine.shared_prefix import common_prefix_len
+
+    system = PROMPTS[4] * 8
+    prompts = [system + q for q in ("x = 1", "def f(y):", "class A:", "import re")]
+    params = SamplingParams(max_tokens=6, temperature=0)
+    on = engine(model_path, prefix_cache=cache, block_size=4)
+    off = engine(model_path, prefix_cache=cache, block_size=4, in_batch_prefix_caching=False)
+    with_hold, without = on.generate(prompts, params), off.generate(prompts, params)
+    assert token_ids(with_hold) == token_ids(without) == hf_greedy(model_path, prompts, max_new=6)
+    assert [r["num_cached_tokens"] for r in without] == [0, 0, 0, 0]
+    ids = [on.tokenizer(p)["input_ids"] for p in prompts]
+    shared = min(common_prefix_len(ids[0], x) for x in ids[1:])  # ~ the system prompt
+    hits = [r["num_cached_tokens"] for r in with_hold]
+    assert hits[0] == 0 and min(hits[1:]) >= shared // 4 * 4 > 100
+
+
 @pytest.mark.parametrize("cache", ["radix", "hash", "none"])
 def test_output_survives_preemption(model_path, reference, cache):
     """A KV cache too small for all prompts at once: requests are preempted, recomputed
@@ -207,3 +228,23 @@ def test_seeded_sampling_is_reproducible_and_top_p_tiny_is_greedy(model_path, re
     nucleus = eng.generate([PROMPTS[0]], SamplingParams(max_tokens=MAX_NEW, temperature=1.0,
                                                         top_p=1e-6, seed=5))
     assert token_ids(nucleus) == [reference[0]]
+
+
+def test_prefill_steps_run_on_prefill_threads_and_decodes_on_num_threads(model_path, monkeypatch):
+    """A step that prefills 64+ prompt tokens takes --prefill-threads, the decode steps
+    after it go back to --num-threads; the tokens do not depend on it."""
+    import torch
+
+    from labkit.errors import UserError
+
+    seen = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n) or real(n))
+    eng = engine(model_path, num_threads=1, prefill_threads=2)
+    prompt = PROMPTS[4] * 3  # ~100 tokens: one prefill step, then decodes
+    out = eng.generate([prompt], SamplingParams(max_tokens=4, temperature=0))
+    assert seen == [1, 2, 1]  # start-up, the prefill step, the first decode
+    assert token_ids(out) == hf_greedy(model_path, [prompt], max_new=4)
+    for bad in ({"num_threads": 0}, {"prefill_threads": 0}):
+        with pytest.raises(UserError, match="at least 1"):
+            EngineConfig(model=str(model_path), **bad)

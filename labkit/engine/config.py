@@ -32,6 +32,7 @@ class EngineConfig:
     prefix_cache: str = "radix"
     radix_evict: str = "leaf"  # radix only: "leaf" (SGLang, whole leaves) or "tail" (tokens needed)
     policy: str = "fcfs"
+    in_batch_prefix_caching: bool = True  # a request waits a step for a prefix being prefilled
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
     block_size: int = 16
@@ -40,6 +41,7 @@ class EngineConfig:
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     dtype: str = "auto"  # auto = the checkpoint's dtype (float32 for the tiny Llama)
     num_threads: int | None = None  # torch threads on CPU; None = all cores but one
+    prefill_threads: int | None = None  # for steps with a prefill chunk; None = all cores
 
     def __post_init__(self):
         path = Path(self.model).expanduser()
@@ -58,6 +60,9 @@ class EngineConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "kv_cache_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("num_threads", "prefill_threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (or left out)")
         if self.kv_cache_tokens < self.block_size:
             raise UserError(f"--kv-cache-tokens ({self.kv_cache_tokens}) must hold at least one "
                             f"block of --block-size {self.block_size} tokens")

@@ -96,9 +96,11 @@ class LLMEngine:
                                        config.radix_evict)
         pool = self.cache.pool
         self.runner = ModelRunner(config.model, pool.num_blocks, pool.block_size, config.device,
-                                  config.dtype, config.max_model_len, config.num_threads)
+                                  config.dtype, config.max_model_len, config.num_threads,
+                                  config.prefill_threads)
         self.scheduler = Scheduler(self.cache, config.max_num_seqs,
-                                   config.max_num_batched_tokens, config.policy)
+                                   config.max_num_batched_tokens, config.policy,
+                                   config.in_batch_prefix_caching)
         self.sequences: dict[str, Sequence] = {}  # unfinished requests by id
 
     # -- requests in ------------------------------------------------------------------------

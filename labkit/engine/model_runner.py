@@ -44,18 +44,29 @@ class StepInputs:
     sample_seqs: list  # sequences that get a new token this step
 
 
+# A step with at least this many prefill tokens runs on prefill_threads (see ModelRunner).
+PREFILL_THREADS_MIN_TOKENS = 64
+
+
 class ModelRunner:
     def __init__(self, model_dir: str, num_blocks: int, block_size: int, device: str = "cpu",
                  dtype: str = "auto", max_model_len: int | None = None,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, prefill_threads: int | None = None):
         import torch
 
         self.device = torch.device(device)
+        self.threads = self.prefill_threads = None
         if self.device.type == "cpu":
             # Like vLLM's CPU worker: leave one core to the HTTP server (and the load
             # generator). Two threads spinning on a 2-core machine starve the server that
             # streams their tokens, and every step then waits for it.
-            torch.set_num_threads(num_threads or max(1, (os.cpu_count() or 2) - 1))
+            cores = os.cpu_count() or 2
+            self.threads = num_threads or max(1, cores - 1)
+            # A prefill chunk is the opposite case: big matmuls (tens of milliseconds) that
+            # split well across threads, and a server with nothing to stream meanwhile
+            # (nobody's next token exists until the step ends). So those steps take every core.
+            self.prefill_threads = prefill_threads or max(self.threads, cores)
+            torch.set_num_threads(self.threads)
         self.model = LlamaModel(model_dir, device, dtype, max_model_len)
         self.block_size = block_size
         m = self.model
@@ -112,6 +123,10 @@ class ModelRunner:
         import torch
 
         x = self.prepare(batch)
+        prefill_tokens = sum(n for n in batch.num_new_tokens if n > 1)
+        threads = self.prefill_threads if prefill_tokens >= PREFILL_THREADS_MIN_TOKENS else self.threads
+        if threads is not None and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)  # cheap: the thread pool stays, fewer join in
 
         def attend(layer, q, k, v):
             return attention(q, k, v, self.key_cache[layer], self.value_cache[layer], x.attn,

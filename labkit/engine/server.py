@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", choices=("fcfs", "lpm"), default="fcfs",
                    help="admission order: fcfs = arrival order (default); lpm = longest "
                    "cached prefix first (more cache hits, can starve unlucky requests)")
+    p.add_argument("--no-in-batch-prefix-caching", dest="in_batch_prefix_caching",
+                   action="store_false",
+                   help="admit a request even when a prefill running in the same step is "
+                   "computing its prefix (by default it waits one step and then hits the "
+                   "cache, as in SGLang; turn off to watch a burst compute one prompt N times)")
     p.add_argument("--max-num-seqs", type=int, default=64,
                    help="most requests running at once, the batch size ceiling (default 64)")
     p.add_argument("--max-num-batched-tokens", type=int, default=2048,
@@ -76,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-threads", type=int,
                    help="torch CPU threads for the forward pass (default: all cores but one, "
                    "which is left to the HTTP server, as vLLM's CPU build does)")
+    p.add_argument("--prefill-threads", type=int,
+                   help="torch CPU threads for steps that prefill at least 64 prompt tokens "
+                   "(default: all cores; big matmuls split well, and the server has nothing "
+                   "to stream until such a step ends)")
     p.add_argument("--graceful-shutdown-s", type=float, default=10.0,
                    help="on SIGTERM/Ctrl-C, how long running requests may take to finish")
     return p
@@ -106,10 +115,12 @@ def make_engine_config(args):
     return EngineConfig(
         model=args.model, served_model_name=args.served_model_name,
         prefix_cache=args.prefix_cache, radix_evict=args.radix_evict, policy=args.policy,
+        in_batch_prefix_caching=args.in_batch_prefix_caching,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         kv_cache_tokens=args.kv_cache_tokens, device=args.device,
-        max_model_len=args.max_model_len, dtype=args.dtype, num_threads=args.num_threads)
+        max_model_len=args.max_model_len, dtype=args.dtype, num_threads=args.num_threads,
+        prefill_threads=args.prefill_threads)
 
 
 def serve(args) -> int:

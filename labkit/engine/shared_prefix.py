@@ -82,14 +82,20 @@ def prefix_batch(groups, decodes, block_size, as_tensor, positions) -> PrefixBat
 
 def attend_with_lse(q, k, v, padding, scale):
     """softmax(q kᵀ · scale) v together with the log-sum-exp of each row.
-    q [Hkv, B, G, D], k and v [Hkv, B, L, D], padding [1, B, 1, L] (True = not a key) or None."""
+    q [Hkv, B, G, D], k and v [Hkv, B, L, D], padding [1, B, 1, L] (True = not a key) or None.
+    Returns out [Hkv, B, G, D] and lse [Hkv, B, G, 1]."""
     import torch
 
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)  # [Hkv, B, G, L]
     if padding is not None:
         scores.masked_fill_(padding, float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
-    return torch.matmul(torch.exp(scores - lse), v), lse
+    # The scores are the big tensor here, so touch them as few times as possible: subtract
+    # the row max and exponentiate in place, sum, and normalise the small output instead of
+    # the weights. (logsumexp, then exp(scores - lse), would read them twice more.)
+    row_max = scores.amax(dim=-1, keepdim=True)
+    weights = scores.sub_(row_max).exp_()
+    total = weights.sum(dim=-1, keepdim=True)
+    return torch.matmul(weights, v).div_(total), row_max + total.log()
 
 
 def merge(o1, lse1, o2, lse2):

@@ -15,11 +15,13 @@ a time, in this process: what you would write without a serving engine.
 
 Output tokens/s = completed output tokens / (last token − first send) per run. Both servers
 stay up for the whole run and the measurements interleave (each workload and concurrency:
-one engine, then the other), --repeats times; the table shows medians.
+one engine, then the other), --repeats times; the table shows medians and the engine / vLLM
+ratio within each repetition.
 
     nice -n -20 .venv/bin/python benchmarks/engine_vs_vllm.py       # everything, ~8 min
     .venv/bin/python benchmarks/engine_vs_vllm.py --engines mini --concurrency 32
-    .venv/bin/python benchmarks/engine_vs_vllm.py --mini-args "--num-threads 2"
+    .venv/bin/python benchmarks/engine_vs_vllm.py --mini-args "--no-in-batch-prefix-caching"
+    .venv/bin/python benchmarks/engine_vs_vllm.py --render runs/bench/engine_vs_vllm.json
 
 The machine is usually shared: the load average (1 min) is sampled before and after each
 run and reported with it; compare engines only within one run of this script. On a busy
@@ -246,7 +248,9 @@ def run_naive(model: Path, args) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     """Median over repetitions of output tokens/s (min–max in brackets), the ratios of the
-    medians, and the median number of cores each server kept busy."""
+    medians, the ratio within each repetition (the two engines ran back to back on the same
+    prompts, so a slow minute on a shared machine hits both: this spread is the one to
+    trust), and the median number of cores each server kept busy."""
     import statistics
 
     def pick(engine, workload, c, key="output_tokens_per_s"):
@@ -263,9 +267,14 @@ def table(rows: list[dict]) -> str:
         return statistics.median(xs) if xs else None
 
     naive = max((r["output_tokens_per_s"] for r in rows if r["engine"] == "naive"), default=None)
+    def paired(workload, c):  # engine / vLLM within each repetition
+        tok = {(r["engine"], r["rep"]): r["output_tokens_per_s"] for r in rows
+               if (r["workload"], r["concurrency"]) == (workload, c) and "rep" in r}
+        return [tok["mini", k] / tok["vllm", k] for e, k in tok if e == "mini" and ("vllm", k) in tok]
+
     lines = ["| workload | C | teaching engine tok/s | vLLM CPU tok/s | engine / vLLM "
-             "| engine / naive | cores busy (engine, vLLM) |",
-             "|---|---|---|---|---|---|---|"]
+             "| per repeat | engine / naive | cores busy (engine, vLLM) |",
+             "|---|---|---|---|---|---|---|---|"]
     for workload in dict.fromkeys(r["workload"] for r in rows if r["engine"] != "naive"):
         for c in sorted({r["concurrency"] for r in rows if r["workload"] == workload}):
             mini, vllm = pick("mini", workload, c), pick("vllm", workload, c)
@@ -273,8 +282,10 @@ def table(rows: list[dict]) -> str:
             vs_naive = f"{med(mini) / naive:.1f}×" if mini and naive and workload == "random" else "—"
             cores = [med(pick(e, workload, c, "server_cores")) for e in ("mini", "vllm")]
             cores_txt = ", ".join("—" if x is None else f"{x:.2f}" for x in cores)
+            per = paired(workload, c)
+            per_txt = " ".join(f"{x:.2f}" for x in per) if per else "—"
             lines.append(f"| {workload} | {c} | {cell(mini)} | {cell(vllm)} | {ratio} "
-                         f"| {vs_naive} | {cores_txt} |")
+                         f"| {per_txt} | {vs_naive} | {cores_txt} |")
     if naive:
         lines.append(f"\nnaive transformers `generate`, one request at a time (best of 1 and 2 "
                      f"torch threads): {naive:,.0f} tok/s")
@@ -300,7 +311,11 @@ def main(argv=None) -> int:
     p.add_argument("--mini-args", default="", help="extra flags for the teaching engine")
     p.add_argument("--vllm-args", default="", help="extra flags for vLLM")
     p.add_argument("--out", default="runs/bench/engine_vs_vllm.json")
+    p.add_argument("--render", metavar="JSON", help="print the table of an earlier run's results")
     args = p.parse_args(argv)
+    if args.render:
+        print(table(json.loads(Path(args.render).read_text())["rows"]))
+        return 0
     args.workloads = args.workloads.split(",")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     engines = args.engines.split(",")

@@ -7,10 +7,11 @@ sends a shared-prefix workload with labkit's load generator (labkit/bench), read
 server's own prefix-cache counters from /metrics, and stops the server. One call, one
 configuration; call it once per cache and compare the rows.
 
-Why a concurrency cap and not an open-loop rate: the engine caches a request's KV when it
-*finishes*, so two requests of one group that run at the same time both miss. With a
-small number in flight, most requests find their group's system prompt already cached:
-the comparison isolates what the cache saves in prefill, not how the queue behaves.
+Why a concurrency cap and not an open-loop rate: with a fixed number in flight the
+comparison isolates what the cache saves in prefill, not how a growing queue behaves.
+Requests of one group that arrive together still share: the engine publishes a prefill
+chunk's KV as soon as it is computed, and a request whose prefix is being prefilled in
+the same step waits one step for it (in-batch prefix caching, labkit/engine/scheduler.py).
 """
 
 from __future__ import annotations

@@ -270,7 +270,8 @@ def table(rows: list[dict]) -> str:
     def paired(workload, c):  # engine / vLLM within each repetition
         tok = {(r["engine"], r["rep"]): r["output_tokens_per_s"] for r in rows
                if (r["workload"], r["concurrency"]) == (workload, c) and "rep" in r}
-        return [tok["mini", k] / tok["vllm", k] for e, k in tok if e == "mini" and ("vllm", k) in tok]
+        return [tok["mini", k] / tok["vllm", k] for e, k in tok
+                if e == "mini" and ("vllm", k) in tok]
 
     lines = ["| workload | C | teaching engine tok/s | vLLM CPU tok/s | engine / vLLM "
              "| per repeat | engine / naive | cores busy (engine, vLLM) |",

@@ -41,7 +41,7 @@ class EngineConfig:
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     dtype: str = "auto"  # auto = the checkpoint's dtype (float32 for the tiny Llama)
     num_threads: int | None = None  # torch threads on CPU; None = all cores but one
-    prefill_threads: int | None = None  # for steps with a prefill chunk; None = all cores
+    prefill_threads: int | None = None  # for steps prefilling 64+ tokens; None = all cores
 
     def __post_init__(self):
         path = Path(self.model).expanduser()

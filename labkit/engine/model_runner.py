@@ -123,8 +123,8 @@ class ModelRunner:
         import torch
 
         x = self.prepare(batch)
-        prefill_tokens = sum(n for n in batch.num_new_tokens if n > 1)
-        threads = self.prefill_threads if prefill_tokens >= PREFILL_THREADS_MIN_TOKENS else self.threads
+        prefilling = sum(n for n in batch.num_new_tokens if n > 1) >= PREFILL_THREADS_MIN_TOKENS
+        threads = self.prefill_threads if prefilling else self.threads
         if threads is not None and threads != torch.get_num_threads():
             torch.set_num_threads(threads)  # cheap: the thread pool stays, fewer join in
 

@@ -127,8 +127,8 @@ def measure_config(spec: ConfigSpec, model: str, base_knobs: dict, bench: BenchC
         cfg = replace(bench, base_url=server.base_url, model=server.model, progress=False)
         if warmup_requests:  # first requests pay one-off costs (allocations, lazy init)
             run_bench(replace(cfg, workload="random", rate=math.inf, concurrency=None,
-                              num_requests=warmup_requests, slo={}, seed=10_000,
-                              out_dir=str(out_dir / "warmup")))
+                      num_requests=warmup_requests, slo={}, seed=10_000,
+                      out_dir=str(out_dir / "warmup")))
         for k, (wl, params) in enumerate(workloads.items()):
             before = scrape(server.metrics_url)
             t0 = time.monotonic()

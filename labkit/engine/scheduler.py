@@ -126,9 +126,10 @@ class Scheduler:
             for seq in self._waiting_in_policy_order():
                 if budget <= 0 or len(self.running) >= self.max_num_seqs:
                     break
-                if self.in_batch_prefix_caching and self._shares_a_prefill(seq, batch):
+                m = self.cache.match_prompt(seq.all_token_ids, record=False)
+                if self.in_batch_prefix_caching and self._shares_a_prefill(seq, m.hit_len, batch):
                     continue  # next step its prefix is in the cache; others may go first
-                n = self._admit(seq, budget)
+                n = self._admit(seq, m, budget)
                 if n == 0:
                     break  # the KV cache is full: later requests wait too (no overtaking)
                 self.waiting.remove(seq)
@@ -146,16 +147,15 @@ class Scheduler:
                 for s in self.waiting}
         return sorted(self.waiting, key=lambda s: -hits[id(s)])
 
-    def _shares_a_prefill(self, seq: Sequence, batch: ScheduledBatch) -> bool:
+    def _shares_a_prefill(self, seq: Sequence, hit: int, batch: ScheduledBatch) -> bool:
         """True if a prefill chunk scheduled in this step computes at least
-        IN_BATCH_MIN_SHARED tokens of seq's prompt that the cache cannot give it yet.
+        IN_BATCH_MIN_SHARED tokens of seq's prompt beyond the `hit` the cache gives it now.
         update_after_step publishes those chunks, so the next step's lookup finds them."""
         chunks = [(other, other.num_computed_tokens + n)  # n > 1: a prefill chunk, cached after
                   for other, n in zip(batch.seqs, batch.num_new_tokens) if n > 1]
         if not chunks:
             return False
         tokens = seq.all_token_ids
-        hit = self.cache.match_prompt(tokens, record=False).hit_len
         for other, end in chunks:
             # What other will have computed of seq's prefix after this step (never seq's
             # last token: the model must run on it anyway, match_prompt never returns it).
@@ -164,10 +164,9 @@ class Scheduler:
                 return True
         return False
 
-    def _admit(self, seq: Sequence, budget: int) -> int:
-        """Look up the prefix, lock it, allocate for the first chunk. Returns tokens to
+    def _admit(self, seq: Sequence, m, budget: int) -> int:
+        """Lock m (seq's prefix match), allocate for the first chunk. Returns tokens to
         compute this step, or 0 (and changes nothing) if the KV cache has no room."""
-        m = self.cache.match_prompt(seq.all_token_ids, record=False)
         self.cache.lock(m)
         seq.prefix, seq.block_table = m, list(m.block_ids)
         seq.num_computed_tokens = m.hit_len

@@ -118,6 +118,23 @@ def test_radix_eviction_is_lru_over_leaves_and_cascades_to_parents():
     cache.check_invariants()
 
 
+@pytest.mark.parametrize("evict", ["leaf", "tail"])
+def test_a_split_leaves_the_unmatched_rest_with_its_old_access_time(evict):
+    """A hit on [system prompt] splits [system prompt + first answer]; only the prompt was
+    used. The answer keeps its old time, so it is evicted before a newer entry. (Stamping
+    the node before splitting made the never-reused answer look as fresh as the prompt:
+    the radix cache then kept dead tails and fell behind the hash cache at 5 % memory.)"""
+    cache = RadixPrefixCache(100, evict=evict)
+    prompt, answer, other = [1] * 40, [2] * 20, [3] * 20
+    cache.insert(prompt + answer)  # t1: one node
+    cache.insert(other)  # t2
+    assert cache.match(prompt + [4]).hit_len == 40  # t3: split into prompt | answer
+    assert cache.evict(20) == 20
+    assert cache.match(other).hit_len == 20  # the newer entry stayed ...
+    assert cache.match(prompt + answer).hit_len == 40  # ... the old answer went
+    cache.check_invariants()
+
+
 def test_radix_evicts_whole_leaves_like_sglang_even_when_fewer_tokens_are_asked():
     cache = RadixPrefixCache(100)
     cache.insert(list(range(50)))

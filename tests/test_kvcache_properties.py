@@ -223,20 +223,24 @@ def test_radix_at_least_hash_on_default_workloads_down_to_half_capacity(workload
 
 
 @pytest.mark.parametrize("workload", ["shared-prompt", "few-shot", "multi-turn", "branching"])
-def test_tail_eviction_radix_at_least_hash_down_to_a_tenth_of_the_memory(workload):
+def test_tail_eviction_radix_at_least_hash_down_to_a_twentieth_of_the_memory(workload):
     """With tail eviction the radix cache keeps up with the hash cache far deeper into memory
-    pressure than SGLang's whole-leaf eviction (benchmarks/radix_vs_hash.py: 764 of 768 cells,
-    every exception at 5 % capacity). Pinned for seed 0 down to 10 %, one request at a time
-    and batches of 8, with each chat turn waiting for the one before it (as the CLI replays)."""
-    reqs = [TraceRequest(r["id"], r["arrival"], r["prompt_token_ids"], r["output_len"],
-                         r.get("output_token_ids"), after=r.get("after"))
-            for r in generate(workload, 64, seed=0)]
-    unlimited = unlimited_capacity(reqs)
-    for frac in (0.5, 0.25, 0.1):
-        cap = int(unlimited * frac)
-        for max_batch in (1, 8):
-            kw = dict(capacity_tokens=cap, max_batch=max_batch)
-            r = simulate(reqs, "radix", radix_evict="tail", **kw)["summary"]
-            h = simulate(reqs, "hash", **kw)["summary"]
-            assert r["evicted_tokens"] > 0 or frac > 0.1  # at 10 % memory really is short
-            assert r["cached_tokens"] >= h["cached_tokens"], (frac, max_batch, r, h)
+    pressure than SGLang's whole-leaf eviction (benchmarks/radix_vs_hash.py: every one of 768
+    cells down to 5 % capacity; benchmarks/README.md has a wider sweep with the few settings
+    where the two part ways). Pinned for seeds 0-2 down to 5 %
+    (where it failed in 4 cells until a node split stopped refreshing the unmatched half),
+    one request at a time and batches of 8, with each chat turn waiting for the one before
+    it (as the CLI replays)."""
+    for seed in range(3):
+        reqs = [TraceRequest(r["id"], r["arrival"], r["prompt_token_ids"], r["output_len"],
+                             r.get("output_token_ids"), after=r.get("after"))
+                for r in generate(workload, 64, seed=seed)]
+        unlimited = unlimited_capacity(reqs)
+        for frac in (0.25, 0.1, 0.05):
+            cap = int(unlimited * frac)
+            for max_batch in (1, 8):
+                kw = dict(capacity_tokens=cap, max_batch=max_batch)
+                r = simulate(reqs, "radix", radix_evict="tail", **kw)["summary"]
+                h = simulate(reqs, "hash", **kw)["summary"]
+                assert r["evicted_tokens"] > 0 or frac > 0.1  # at 10 % memory really is short
+                assert r["cached_tokens"] >= h["cached_tokens"], (seed, frac, max_batch, r, h)

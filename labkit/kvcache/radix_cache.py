@@ -17,7 +17,10 @@ Eviction (LRU over leaves): only leaves can go — an inner node is a prefix of 
 and they would lose their meaning without it. Evict pops the unlocked leaf with the oldest
 last access time, frees its slots, and if that leaves its parent childless and unlocked the
 parent becomes a candidate (the cascade). Access times come from a counter, not a wall
-clock, so runs repeat.
+clock, so runs repeat. A lookup stamps only the nodes it matched: when it splits a node, the
+unmatched rest keeps its old time. (SGLang stamps the node before splitting it, so an answer
+nobody reused looks as fresh as the system prompt in front of it and outlives older, useful
+entries; under tight memory that alone put this cache behind vLLM's block hashes.)
 
 Two eviction granularities (`evict=`):
   "leaf"  whole leaves go, as in SGLang, even when fewer tokens were asked for. Asked for 16
@@ -103,10 +106,12 @@ class RadixPrefixCache(PrefixCache):
             child = node.children.get(self._child_key(tokens[pos], extra_key))
             if child is None:
                 break
-            child.last_access = now
             n = common_prefix_len(child.key, tokens, pos)
             if n < len(child.key):  # the match ends inside this node: split it there
                 child = self._split(child, n, extra_key)
+            # Only the matched part counts as used: after a split the remainder keeps its old
+            # access time, so an unshared tail does not outlive the prefixes that are reused.
+            child.last_access = now
             slots += child.slots
             node, pos = child, pos + n  # after a split the next lookup misses and we stop
         if record:
@@ -184,10 +189,10 @@ class RadixPrefixCache(PrefixCache):
             child = node.children.get(self._child_key(tokens[pos], extra_key))
             if child is None:
                 break
-            child.last_access = now
             n = common_prefix_len(child.key, tokens, pos)
             if n < len(child.key):
                 child = self._split(child, n, extra_key)
+            child.last_access = now  # the matched part only, as in match()
             node, pos = child, pos + n
         if pos < len(tokens):
             leaf = TreeNode(tokens[pos:], slots[pos:], node, 0, now)

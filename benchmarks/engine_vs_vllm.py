@@ -293,7 +293,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engines", default="mini,vllm,naive")
     p.add_argument("--workloads", default="random,shared-prefix")
@@ -313,7 +313,11 @@ def main(argv=None) -> int:
     p.add_argument("--vllm-args", default="", help="extra flags for vLLM")
     p.add_argument("--out", default="runs/bench/engine_vs_vllm.json")
     p.add_argument("--render", metavar="JSON", help="print the table of an earlier run's results")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.render:
         print(table(json.loads(Path(args.render).read_text())["rows"]))
         return 0

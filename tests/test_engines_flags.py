@@ -174,19 +174,23 @@ def test_teaching_engine_radix_evict_flag_reaches_its_cache(model):
         EngineConfig(model=model, radix_evict="lru")
 
 
-def test_teaching_engine_in_batch_and_thread_flags_reach_its_config(model):
+def test_teaching_engine_in_batch_thread_and_gemm_flags_reach_its_config(model):
     if mini.missing():
         pytest.skip("the teaching engine is not in this checkout")
+    from labkit.engine.config import EngineConfig
     from labkit.engine.server import build_parser, make_engine_config
 
     default = make_engine_config(build_parser().parse_args(["--model", model]))
-    assert (default.in_batch_prefix_caching, default.num_threads, default.prefill_threads) == (
-        True, None, None)
+    assert (default.in_batch_prefix_caching, default.num_threads, default.prefill_threads,
+            default.cpu_gemm) == (True, None, None, "onednn")
     cfg = ServeConfig(model=model, port=8200, extra_args=[
-        "--no-in-batch-prefix-caching", "--num-threads", "1", "--prefill-threads", "3"])
+        "--no-in-batch-prefix-caching", "--num-threads", "1", "--prefill-threads", "3",
+        "--cpu-gemm", "torch"])
     config = make_engine_config(build_parser().parse_args(plan("mini", cfg).argv[3:]))
-    assert (config.in_batch_prefix_caching, config.num_threads, config.prefill_threads) == (
-        False, 1, 3)
+    assert (config.in_batch_prefix_caching, config.num_threads, config.prefill_threads,
+            config.cpu_gemm) == (False, 1, 3, "torch")
+    with pytest.raises(UserError, match="--cpu-gemm must be one of onednn, torch"):
+        EngineConfig(model=model, cpu_gemm="mkl")
 
 
 # Every combination of the common knobs emits only flags from the cited tables.

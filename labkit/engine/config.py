@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from labkit.engine.cpu_gemm import CPU_GEMMS
 from labkit.errors import UserError
 from labkit.kvcache.radix_cache import RadixPrefixCache
 
@@ -40,8 +41,9 @@ class EngineConfig:
     device: str = "cpu"
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     dtype: str = "auto"  # auto = the checkpoint's dtype (float32 for the tiny Llama)
-    num_threads: int | None = None  # torch threads on CPU; None = all cores but one
+    num_threads: int | None = None  # torch threads on CPU; None = all cores
     prefill_threads: int | None = None  # for steps prefilling 64+ tokens; None = all cores
+    cpu_gemm: str = "onednn"  # CPU float32 matmuls: weights packed once for oneDNN, or "torch"
 
     def __post_init__(self):
         path = Path(self.model).expanduser()
@@ -57,6 +59,8 @@ class EngineConfig:
             raise UserError(f"--policy must be one of {', '.join(POLICIES)}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise UserError("--dtype must be auto, float32, bfloat16 or float16")
+        if self.cpu_gemm not in CPU_GEMMS:
+            raise UserError(f"--cpu-gemm must be one of {', '.join(CPU_GEMMS)}")
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "kv_cache_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")

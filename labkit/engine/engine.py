@@ -97,7 +97,7 @@ class LLMEngine:
         pool = self.cache.pool
         self.runner = ModelRunner(config.model, pool.num_blocks, pool.block_size, config.device,
                                   config.dtype, config.max_model_len, config.num_threads,
-                                  config.prefill_threads)
+                                  config.prefill_threads, config.cpu_gemm)
         self.scheduler = Scheduler(self.cache, config.max_num_seqs,
                                    config.max_num_batched_tokens, config.policy,
                                    config.in_batch_prefix_caching)

@@ -12,7 +12,8 @@ token: RMSNorm computed in float32, RoPE with rotate_half and cos/sin from rope_
 softmax scale head_dim ** -0.5. Two engine tricks that do not change the maths:
 - q, k, v projections are fused into one matmul (one weight [q|k|v]), gate and up too:
   fewer, bigger matmuls, which is what makes small batches fast on CPU. Weights are kept
-  transposed, [in, out], so every projection is a plain `x @ W`.
+  transposed, [in, out], so every projection is a plain `x @ W` (on a CPU, through a copy
+  packed once for oneDNN's kernel: cpu_gemm.py).
 - tokens are a flat list with positions, not a padded [batch, seq] grid, so a prefill
   chunk of 300 tokens and 31 one-token decodes share one forward pass without padding.
 The attention op itself lives outside (model_runner.py): the model does not know about
@@ -30,8 +31,10 @@ from labkit.errors import UserError
 
 class LlamaModel:
     def __init__(self, model_dir: str, device: str = "cpu", dtype: str = "auto",
-                 max_positions: int | None = None):
+                 max_positions: int | None = None, cpu_gemm: str = "onednn"):
         import torch
+
+        from labkit.engine.cpu_gemm import make_linear
 
         cfg = json.loads((Path(model_dir) / "config.json").read_text())
         self.cfg = cfg
@@ -54,7 +57,8 @@ class LlamaModel:
         def linear(*keys):
             # HF stores a linear layer as [out, in] and computes x @ W.T. We store W.T once,
             # contiguous ([in, out]): MKL's small-batch matmuls run up to 2x faster that way.
-            return torch.cat([get(k) for k in keys]).T.contiguous()
+            # On a CPU, make_linear also packs it for oneDNN (cpu_gemm.py).
+            return make_linear(torch.cat([get(k) for k in keys]).T.contiguous(), cpu_gemm)
 
         self.embed = get("model.embed_tokens.weight")
         self.layers = []
@@ -70,10 +74,11 @@ class LlamaModel:
             })
         self.norm = get("model.norm.weight")
         # Tied embeddings (small models): the output head reuses the input embedding.
-        self.lm_head = linear("lm_head.weight") if "lm_head.weight" in w else self.embed.T.contiguous()
+        self.lm_head = (linear("lm_head.weight") if "lm_head.weight" in w
+                        else make_linear(self.embed.T.contiguous(), cpu_gemm))
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
-        self.inter = self.layers[0]["gate_up"].shape[1] // 2
+        self.inter = self.layers[0]["gate_up"].weight.shape[1] // 2
         n = max_positions or cfg.get("max_position_embeddings", 2048)
         self.cos, self.sin = rope_cos_sin(cfg, self.head_dim, n, self.device)
 
@@ -88,18 +93,18 @@ class LlamaModel:
         cos, sin = self.cos[positions].to(h.dtype), self.sin[positions].to(h.dtype)
         for i, L in enumerate(self.layers):
             x = rms_norm(h, L["input_norm"], self.eps)
-            qkv = x @ L["qkv"]
+            qkv = L["qkv"](x)
             # RoPE rotates q and k alike: one call over their H + Hkv heads together.
             qk = apply_rope(qkv[:, : self.q_size + self.kv_size].view(T, -1, self.head_dim), cos, sin)
             q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
             v = qkv[:, self.q_size + self.kv_size :].view(T, self.num_kv_heads, self.head_dim)
             o = attention(i, q, k, v)
-            h = h + o.reshape(T, self.q_size) @ L["o"]
+            h = h + L["o"](o.reshape(T, self.q_size))
             x = rms_norm(h, L["post_norm"], self.eps)
-            gate_up = x @ L["gate_up"]
-            h = h + (F.silu(gate_up[:, : self.inter]) * gate_up[:, self.inter :]) @ L["down"]
+            gate_up = L["gate_up"](x)
+            h = h + L["down"](F.silu(gate_up[:, : self.inter]) * gate_up[:, self.inter :])
         h = rms_norm(h[logits_indices], self.norm, self.eps)
-        return (h @ self.lm_head).float()
+        return self.lm_head(h).float()
 
 
 def rms_norm(x, weight, eps):

@@ -51,23 +51,27 @@ PREFILL_THREADS_MIN_TOKENS = 64
 class ModelRunner:
     def __init__(self, model_dir: str, num_blocks: int, block_size: int, device: str = "cpu",
                  dtype: str = "auto", max_model_len: int | None = None,
-                 num_threads: int | None = None, prefill_threads: int | None = None):
+                 num_threads: int | None = None, prefill_threads: int | None = None,
+                 cpu_gemm: str = "onednn"):
         import torch
 
         self.device = torch.device(device)
         self.threads = self.prefill_threads = None
         if self.device.type == "cpu":
-            # Like vLLM's CPU worker: leave one core to the HTTP server (and the load
-            # generator). Two threads spinning on a 2-core machine starve the server that
-            # streams their tokens, and every step then waits for it.
+            # Every core, decode steps too. Until the matmuls went through oneDNN-packed
+            # weights (cpu_gemm.py) one core was left to the HTTP server, as vLLM's CPU worker
+            # does: a second MKL thread bought little at 8-row matmuls. Packed, the matmuls of
+            # a step run 1.4-1.8x faster on two threads; a whole C = 8 closed loop 1.33x
+            # in-process, 1.02-1.05x served, where the server's bursts after each step take
+            # the second core (2-vCPU VM, benchmarks/README.md).
             cores = os.cpu_count() or 2
-            self.threads = num_threads or max(1, cores - 1)
-            # A prefill chunk is the opposite case: big matmuls (tens of milliseconds) that
-            # split well across threads, and a server with nothing to stream meanwhile
-            # (nobody's next token exists until the step ends). So those steps take every core.
+            self.threads = num_threads or cores
+            # Prefill chunks are big matmuls (tens of milliseconds) that split well across
+            # threads, and a server with nothing to stream meanwhile (nobody's next token
+            # exists until the step ends): --num-threads 1 still prefills on every core.
             self.prefill_threads = prefill_threads or max(self.threads, cores)
             torch.set_num_threads(self.threads)
-        self.model = LlamaModel(model_dir, device, dtype, max_model_len)
+        self.model = LlamaModel(model_dir, device, dtype, max_model_len, cpu_gemm)
         self.block_size = block_size
         m = self.model
         # Head-major per layer, [Hkv, blocks, block_size, D]: see attention.py.

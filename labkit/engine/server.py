@@ -17,6 +17,7 @@ import socket
 import sys
 
 from labkit.engine.config import RADIX_EVICTIONS
+from labkit.engine.cpu_gemm import CPU_GEMMS
 from labkit.errors import UserError
 
 EPILOG = """\
@@ -79,12 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="weights and KV dtype (default auto: the checkpoint's)")
     p.add_argument("--num-threads", type=int,
-                   help="torch CPU threads for the forward pass (default: all cores but one, "
-                   "which is left to the HTTP server, as vLLM's CPU build does)")
+                   help="torch CPU threads for the forward pass (default: all cores; with "
+                   "--cpu-gemm torch on 2 cores, 1 leaves a core to the HTTP server at no cost)")
     p.add_argument("--prefill-threads", type=int,
                    help="torch CPU threads for steps that prefill at least 64 prompt tokens "
                    "(default: all cores; big matmuls split well, and the server has nothing "
                    "to stream until such a step ends)")
+    p.add_argument("--cpu-gemm", choices=CPU_GEMMS, default="onednn",
+                   help="float32 matmuls on CPU: onednn = each weight packed once into oneDNN's "
+                   "blocked layout, as vLLM's CPU build does (default; faster at decode batch "
+                   "sizes, more so on several threads); torch = plain x @ W (MKL repacks the "
+                   "weight on every call)")
     p.add_argument("--graceful-shutdown-s", type=float, default=10.0,
                    help="on SIGTERM/Ctrl-C, how long running requests may take to finish")
     return p
@@ -120,7 +126,7 @@ def make_engine_config(args):
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         kv_cache_tokens=args.kv_cache_tokens, device=args.device,
         max_model_len=args.max_model_len, dtype=args.dtype, num_threads=args.num_threads,
-        prefill_threads=args.prefill_threads)
+        prefill_threads=args.prefill_threads, cpu_gemm=args.cpu_gemm)
 
 
 def serve(args) -> int:

@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-gemm", choices=CPU_GEMMS, default="onednn",
                    help="float32 matmuls on CPU: onednn = each weight packed once into oneDNN's "
                    "blocked layout, as vLLM's CPU build does (default; faster at decode batch "
-                   "sizes, more so on several threads); torch = plain x @ W (MKL repacks the "
-                   "weight on every call)")
+                   "sizes, more so on several threads; holds each weight twice); torch = plain "
+                   "x @ W (MKL repacks the weight on every call; one copy in memory)")
     p.add_argument("--graceful-shutdown-s", type=float, default=10.0,
                    help="on SIGTERM/Ctrl-C, how long running requests may take to finish")
     return p

@@ -120,6 +120,12 @@ class Server:
                 pass
         return total
 
+    def busy_cores(self, window: float) -> float:
+        """Cores the process tree keeps busy over the next `window` seconds."""
+        c0, t0 = self.cpu_seconds(), time.monotonic()
+        time.sleep(window)
+        return (self.cpu_seconds() - c0) / (time.monotonic() - t0)
+
     def stop(self):
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -173,8 +179,25 @@ def prefix_hits(base: str) -> dict:
     return out
 
 
-def measure(engine: str, srv: Server, workload: str, c: int, rep: int, args) -> dict:
+def wait_quiet(servers, max_cores: float = 0.1, window: float = 0.2, timeout: float = 10.0) -> float:
+    """Wait until every server is idle; return the seconds waited.
+
+    vLLM's EngineCore keeps polling for work on a whole core for about a second after its
+    last request (measured: 0.95-1.1 cores for 0.9 s, then ~0; the teaching engine: 0).
+    Without this wait, that second lands in the next measurement, on the core the next
+    engine's second thread needs: a 5-second run loses a tenth of its CPU."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if all(s.busy_cores(window) <= max_cores for s in servers):
+            break
+    return time.monotonic() - t0
+
+
+def measure(engine: str, srv: Server, workload: str, c: int, rep: int, args,
+            up=()) -> dict:
+    """One run on `srv`, after every server that is up (`up`) has gone quiet."""
     n = max(args.min_requests, args.requests_per_slot * c)
+    settle = wait_quiet(list(up) or [srv])
     before, cpu_before = prefix_hits(srv.base), srv.cpu_seconds()
     # A new seed per repetition: the shared-prefix system prompts of one repetition must
     # not be in the cache already. Both engines get the very same requests.
@@ -184,11 +207,11 @@ def measure(engine: str, srv: Server, workload: str, c: int, rep: int, args) -> 
     row["server_cores"] = (cpu_after - cpu_before) / row["duration_s"] if row["duration_s"] else None
     q = after.get("vllm:prefix_cache_queries_total", 0) - before.get("vllm:prefix_cache_queries_total", 0)
     h = after.get("vllm:prefix_cache_hits_total", 0) - before.get("vllm:prefix_cache_hits_total", 0)
-    row.update(engine=engine, rep=rep, prefix_hit_rate=h / q if q else None)
+    row.update(engine=engine, rep=rep, prefix_hit_rate=h / q if q else None, settle_s=settle)
     print(f"[{engine}] {workload:13s} C={c:<3d} rep {rep}  {row['output_tokens_per_s']:8.1f} out tok/s  "
           f"TTFT p50 {row['ttft_p50_ms']:.0f} ms  TPOT p50 {row['tpot_p50_ms']:.1f} ms  "
           f"hit rate {row['prefix_hit_rate'] or 0:.2f}  cores {row['server_cores'] or 0:.2f}  "
-          f"load {row['load_before']:.1f}"
+          f"waited {settle:.1f} s  load {row['load_before']:.1f}"
           f"→{row['load_after']:.1f}", file=sys.stderr)
     return row
 
@@ -212,7 +235,8 @@ def run_servers(engines: list[str], model: Path, args) -> list[dict]:
             for workload in args.workloads:
                 for c in args.concurrency:
                     for engine, srv in servers.items():
-                        rows.append(measure(engine, srv, workload, c, rep, args))
+                        rows.append(measure(engine, srv, workload, c, rep, args,
+                                            up=servers.values()))
     return rows
 
 

@@ -77,6 +77,7 @@ def main(argv=None) -> int:
         results = {name: [] for name in names}
         for rep in range(args.repeats):
             for name in names[rep % len(names):] + names[: rep % len(names)]:
+                E.wait_quiet(servers.values())  # vLLM polls a core for ~1 s after a run
                 row = E.bench(servers[name].base, args.workload, c, n, 9000 + rep, args)
                 results[name].append(row["output_tokens_per_s"])
                 print(f"rep {rep} {name}: {row['output_tokens_per_s']:.0f} out tok/s",

@@ -43,6 +43,7 @@ def random_batch(rng, block_size, num_blocks=400):
 def test_engine_attention_matches_the_kvcache_reference(block_size, seed, monkeypatch):
     monkeypatch.setattr(shared_prefix, "MIN_SHARED_TOKENS", 1)
     monkeypatch.setattr(shared_prefix, "MIN_SAVED_TOKENS", 1)  # cascade whenever possible
+    monkeypatch.setattr(shared_prefix, "MIN_STEP_SAVED_TOKENS", 1)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     seqs = random_batch(rng, block_size)
@@ -79,6 +80,7 @@ def test_decode_steps_that_reuse_last_steps_gather(cascade_threshold, monkeypatc
     a newcomer is gathered into that hole. Each step must equal the reference."""
     monkeypatch.setattr(shared_prefix, "MIN_SHARED_TOKENS", 1)
     monkeypatch.setattr(shared_prefix, "MIN_SAVED_TOKENS", cascade_threshold)
+    monkeypatch.setattr(shared_prefix, "MIN_STEP_SAVED_TOKENS", cascade_threshold)
     rng = random.Random(7)
     torch.manual_seed(7)
     block_size, num_blocks = 4, 300
@@ -136,7 +138,8 @@ def test_common_prefix_len():
         assert common_prefix_len(a, b) == expect
 
 
-def test_find_shared_prefixes_groups_sequences_by_their_common_blocks():
+def test_find_shared_prefixes_groups_sequences_by_their_common_blocks(monkeypatch):
+    monkeypatch.setattr(shared_prefix, "MIN_STEP_SAVED_TOKENS", 0)  # each group on its own
     p1, p2 = list(range(1000, 1150)), list(range(2000, 2300))
     decodes = [(p1 + [1, 2], 152), ([7, 8, 9], 3), (p2 + [3], 301), (p1 + [4], 151),
                (p2 + [5, 6], 302), (p1 + [9], 151)]
@@ -150,3 +153,17 @@ def test_find_shared_prefixes_groups_sequences_by_their_common_blocks():
     # Blocks of 16 tokens: the shared part is counted in blocks.
     blocks = [(list(range(40)) + [100 + i], 40 * 16 + 5) for i in range(3)]
     assert find_shared_prefixes(blocks, 16) == [([0, 1, 2], 40)]
+
+
+def test_no_cascade_when_all_groups_together_save_too_little():
+    """Pairs over a 700-token system prompt each save 700 reads: worth it only when enough
+    of them decode in the same step (MIN_STEP_SAVED_TOKENS, 4,096)."""
+    def pairs(n):  # n system prompts of 700 tokens, two sequences on each
+        return [(list(range(1000 * g, 1000 * g + 700)) + [5000 + 10 * g + j], 701)
+                for g in range(n) for j in range(2)]
+
+    assert shared_prefix.MIN_STEP_SAVED_TOKENS == 4096
+    assert find_shared_prefixes(pairs(5), 1) == []  # 5 x 700 = 3,500 saved
+    assert len(find_shared_prefixes(pairs(6), 1)) == 6  # 6 x 700 = 4,200
+    eight = [(list(range(700)) + [5000 + j], 701) for j in range(8)]
+    assert find_shared_prefixes(eight, 1) == [(list(range(8)), 700)]  # 7 x 700 = 4,900

@@ -16,7 +16,8 @@ we split the batch and build the metadata once per step (`AttentionMetadata`):
   a CPU this memory traffic is the cost of attention. So the prefix is gathered once and
   attended by all the group's queries together; each sequence's own suffix is attended
   separately; the two partial softmaxes are merged exactly with their log-sum-exps
-  (shared_prefix.py).
+  (shared_prefix.py). Only when the step's groups together save enough reads: with a few
+  pairs, the extra ops and the re-gathers as groups change cost more than they save.
 - prefill chunks (usually one or two per step): one call each. With no earlier context
   (a fresh prompt, no prefix-cache hit) the chunk's own K/V are all it needs: plain
   causal attention, no gather. Otherwise gather the context and use a causal mask

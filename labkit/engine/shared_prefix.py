@@ -28,6 +28,16 @@ from dataclasses import dataclass
 
 MIN_SHARED_TOKENS = 32  # neighbours must share at least this much to be grouped
 MIN_SAVED_TOKENS = 256  # (members − 1) × shared tokens: below this the extra ops cost more
+# ... and all groups of a step together, or no cascade at all. The cascade is ~30 more small
+# tensor ops per layer, and the gathered prefixes and suffix rows are rebuilt whenever a
+# group's members change, which with few sequences is every few steps. Measured on the tiny
+# Llama (1 KiB of K/V per token and layer), 2-vCPU VM, closed loops of 4 shared system
+# prompts: at 8 sequences (pairs, ~2,800 tokens saved at best) no cascade is 1.13-1.18x
+# faster; at 32 (groups of ~8, ~19,000 saved) the cascade is 1.7x faster; this threshold
+# beats both at 16 (1.06x, 1.12x) and matches "always" at 32 (benchmarks/README.md).
+# vLLM's FlashAttention backend decided alike (use_cascade_attention: never under 8
+# requests or a 256-token common prefix); vLLM 0.32 has removed cascade attention.
+MIN_STEP_SAVED_TOKENS = 4096
 
 
 @dataclass
@@ -128,6 +138,8 @@ def find_shared_prefixes(decodes: list, block_size: int) -> list[tuple[list[int]
     prefix next to each other; a group is a run of neighbours that share at least
     MIN_SHARED_TOKENS, and its prefix is the shortest of their pairwise common prefixes.
     A sequence's newest block is never shared (its last token was just written there).
+    Groups that would save too few reads are dropped, and so is the whole cascade when all
+    groups together save fewer than MIN_STEP_SAVED_TOKENS.
     """
     order = sorted(range(len(decodes)), key=lambda i: decodes[i][0])
     runs, run, shared = [], [order[0]], None
@@ -141,5 +153,7 @@ def find_shared_prefixes(decodes: list, block_size: int) -> list[tuple[list[int]
             runs.append((run, shared))
             run, shared = [cur], None
     runs.append((run, shared))
-    return [(members, n) for members, n in runs
-            if len(members) > 1 and (len(members) - 1) * n * block_size >= MIN_SAVED_TOKENS]
+    groups = [(members, n) for members, n in runs
+              if len(members) > 1 and (len(members) - 1) * n * block_size >= MIN_SAVED_TOKENS]
+    saved = sum((len(members) - 1) * n * block_size for members, n in groups)
+    return groups if saved >= MIN_STEP_SAVED_TOKENS else []

@@ -31,10 +31,11 @@ MIN_SAVED_TOKENS = 256  # (members − 1) × shared tokens: below this the extra
 # ... and all groups of a step together, or no cascade at all. The cascade is ~30 more small
 # tensor ops per layer, and the gathered prefixes and suffix rows are rebuilt whenever a
 # group's members change, which with few sequences is every few steps. Measured on the tiny
-# Llama (1 KiB of K/V per token and layer), 2-vCPU VM, closed loops of 4 shared system
-# prompts: at 8 sequences (pairs, ~2,800 tokens saved at best) no cascade is 1.13-1.18x
+# Llama (1 KiB of K/V per token and layer), 2-vCPU VM, closed loops over 4 shared system
+# prompts: at 8 sequences (pairs, ~2,800 tokens saved at best) no cascade is 1.13-1.24x
 # faster; at 32 (groups of ~8, ~19,000 saved) the cascade is 1.7x faster; this threshold
-# beats both at 16 (1.06x, 1.12x) and matches "always" at 32 (benchmarks/README.md).
+# gives 1.14x at 8, matches "always" at 32, and at 16 all three are within noise
+# (benchmarks/README.md).
 # vLLM's FlashAttention backend decided alike (use_cascade_attention: never under 8
 # requests or a 256-token common prefix); vLLM 0.32 has removed cascade attention.
 MIN_STEP_SAVED_TOKENS = 4096

@@ -62,7 +62,7 @@ class ModelRunner:
             # weights (cpu_gemm.py) one core was left to the HTTP server, as vLLM's CPU worker
             # does: a second MKL thread bought little at 8-row matmuls. Packed, the matmuls of
             # a step run 1.4-1.8x faster on two threads; a whole C = 8 closed loop 1.33x
-            # in-process, 1.02-1.05x served, where the server's bursts after each step take
+            # in-process, 1.08-1.10x served, where the server's bursts after each step take
             # the second core (2-vCPU VM, benchmarks/README.md).
             cores = os.cpu_count() or 2
             self.threads = num_threads or cores

@@ -154,7 +154,10 @@ def find_shared_prefixes(decodes: list, block_size: int) -> list[tuple[list[int]
             runs.append((run, shared))
             run, shared = [cur], None
     runs.append((run, shared))
+
+    def saved(members, n):  # token reads the group spares: all members but one skip the prefix
+        return (len(members) - 1) * n * block_size
+
     groups = [(members, n) for members, n in runs
-              if len(members) > 1 and (len(members) - 1) * n * block_size >= MIN_SAVED_TOKENS]
-    saved = sum((len(members) - 1) * n * block_size for members, n in groups)
-    return groups if saved >= MIN_STEP_SAVED_TOKENS else []
+              if len(members) > 1 and saved(members, n) >= MIN_SAVED_TOKENS]
+    return groups if sum(saved(*g) for g in groups) >= MIN_STEP_SAVED_TOKENS else []

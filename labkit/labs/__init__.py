@@ -1,4 +1,7 @@
-"""Finding the lab notebooks, their roadmap order, parameters and requirements.
+"""The labs: finding the notebooks (here), and each lab's glue code (`lNN_topic.py` beside this
+file, one module per notebook `labs/NN_topic.ipynb`).
+
+This file finds the lab notebooks, their roadmap order, parameters and requirements.
 
 A lab is `labs/NN_topic.ipynb`. The number is its place in the roadmap (00 orientation,
 1x distributed, 2x inference, 3x observability, 4x cost), so sorting by name is roadmap
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from labkit.errors import UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def labs_dir() -> Path:

@@ -14,6 +14,10 @@ Faults on demand, chosen deterministically by arrival order (so tests can count 
   die_after    the whole process exits when request die_after+1 arrives (server crash)
   multi_token_chunk_rate  share of those that stream two tokens per chunk, as engines do
                with speculative decoding: counting chunks then undercounts tokens.
+  saturate_at  a server with a known capacity: with more than this many requests in flight
+               when one arrives, that request's per-token time is tpot_ms × in_flight /
+               saturate_at (a batch past the compute it has slows every member down). A
+               capacity search with a TPOT limit then has a right answer to find.
 
 Also: GET /health, /v1/models, /stats (the server's own measured TTFT and TPOT medians,
 most requests in flight at once, CPU seconds used) and /reset (forget those figures).
@@ -47,6 +51,7 @@ class FakeConfig:
     drop_rate: float = 0.0
     die_after: int | None = None
     multi_token_chunk_rate: float = 0.0
+    saturate_at: int | None = None
     model: str = "fake-model"
 
 
@@ -152,6 +157,9 @@ class FakeServer:
         else:
             prompt_words = len(str(req.get("prompt", "")).split())
         model = req.get("model", cfg.model)
+        tpot_ms = cfg.tpot_ms
+        if cfg.saturate_at and self.in_flight > cfg.saturate_at:
+            tpot_ms *= self.in_flight / cfg.saturate_at
         kind = "chat.completion.chunk" if chat else "text_completion"
 
         def event(text: str | None, finish: str | None = None) -> bytes:
@@ -166,7 +174,7 @@ class FakeServer:
         usage = {"prompt_tokens": prompt_words, "completion_tokens": n_out,
                  "total_tokens": prompt_words + n_out}
         if not req.get("stream"):
-            await asyncio.sleep(max(0.0, arrival + (cfg.ttft_ms + (n_out - 1) * cfg.tpot_ms)
+            await asyncio.sleep(max(0.0, arrival + (cfg.ttft_ms + (n_out - 1) * tpot_ms)
                                     / 1e3 - loop.time()))
             msg = {"role": "assistant", "content": " tok" * n_out}
             choice = {"index": 0, "finish_reason": "length",
@@ -183,7 +191,7 @@ class FakeServer:
             step = min(per_chunk, n_out - k)
             k += step
             # Absolute target time of token k: no accumulated sleep error.
-            delay = arrival + (cfg.ttft_ms + (k - 1) * cfg.tpot_ms) / 1e3 - loop.time()
+            delay = arrival + (cfg.ttft_ms + (k - 1) * tpot_ms) / 1e3 - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             if k == step:
@@ -250,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     types = {"ttft_ms": float, "tpot_ms": float, "output_tokens": int, "error_rate": float,
              "drop_rate": float, "die_after": int, "multi_token_chunk_rate": float,
-             "model": str}
+             "saturate_at": int, "model": str}
     for name, default in asdict(FakeConfig()).items():
         p.add_argument(f"--{name.replace('_', '-')}", type=types[name], default=default)
     a = vars(p.parse_args(argv))

@@ -122,6 +122,11 @@ def summarize(records: list[RequestRecord], target_rate: float | None = None,
     failed = [r for r in measured if not r.ok]
     if measured:
         start = min(r.scheduled for r in measured)
+        if capped and len(measured) < len(records):
+            # A closed loop schedules everything at 0; with its first requests left out as
+            # warm-up, the measured window opens when the first measured request was sent.
+            start = max(start, min((r.sent for r in measured if r.sent is not None),
+                                   default=start))
         end = max(r.end for r in measured if r.end is not None)
         duration = max(end - start, 1e-9)
     else:

@@ -49,6 +49,9 @@ class BenchConfig:
     num_requests: int | None = None
     duration: float | None = None  # seconds of measured arrivals
     warmup: float = 0.0  # seconds of arrivals sent but left out of the statistics
+    # The first N requests sent but left out of the statistics: the warm-up of a closed loop,
+    # where every arrival is "scheduled" at 0 and a time-based warm-up cannot tell them apart.
+    warmup_requests: int = 0
     slo: dict = field(default_factory=dict)  # {"ttft": ms, "tpot": ms, "e2e": ms}
     # Judge the SLO from the scheduled send (what a user waits) or the actual send. "auto":
     # the schedule, except with rate=inf, where every request is "scheduled" at t=0 and
@@ -132,7 +135,7 @@ async def run_async(cfg: BenchConfig) -> dict:
         async def one(i: int) -> None:
             req = requests[i]
             rec = RequestRecord(id=i, scheduled=float(times[i]), dispatched=loop.time() - t0,
-                                warmup=bool(times[i] < cfg.warmup), max_tokens=req.max_tokens,
+                                warmup=bool(times[i] < cfg.warmup or i < cfg.warmup_requests), max_tokens=req.max_tokens,
                                 prompt_len=req.prompt_len, tag=req.tag)
             if slots is not None:
                 async with slots:

@@ -26,7 +26,8 @@ from labkit.bench.report import _clean
 from labkit.bench.runner import BenchConfig, default_out_dir, run_bench
 
 LOAD_NAME = {"rates": "rate", "concurrencies": "concurrency"}
-COLUMNS = ["load", "achieved_rps", "requests_per_s", "output_tok_per_s", "failed",
+COLUMNS = ["load", "achieved_rps", "requests_per_s", "output_tok_per_s", "total_tok_per_s",
+           "failed",
            "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "itl_p99_ms",
            "e2e_p50_ms", "e2e_p99_ms", "goodput_rps", "attainment", "meets_slo"]
 
@@ -41,6 +42,7 @@ def row_from_summary(load: float, s: dict, attainment: float) -> dict:
         "load": load, "achieved_rps": s["rate"]["achieved"],
         "requests_per_s": s["throughput"]["requests_per_s"],
         "output_tok_per_s": s["throughput"]["output_tokens_per_s"],
+        "total_tok_per_s": s["throughput"].get("total_tokens_per_s"),
         "failed": s["requests"]["failed"],
         "ttft_p50_ms": ttft.get("p50"), "ttft_p99_ms": ttft.get("p99"),
         "tpot_p50_ms": lat["tpot"].get("p50"), "tpot_p99_ms": lat["tpot"].get("p99"),

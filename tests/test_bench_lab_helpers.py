@@ -226,3 +226,30 @@ def test_verdicts_flag_lower_bounds_and_a_missing_baseline():
     assert f"by {(1 - 50 / 80) * 100:.0f}% vs vllm" in v["random"]["sentence"]
     assert v["shared-prefix"]["saving_pct"] is None and "baseline vllm" in v["shared-prefix"]["why"]
     assert v["multi-turn"]["best"] is None and "no config met the SLO" in v["multi-turn"]["why"]
+
+
+def _searched(status, low, high, tok=100.0, total=900.0):
+    cap = None if low is None else {"load": low, "output_tok_per_s": tok,
+                                    "total_tok_per_s": total, "ttft_p99_ms": 90.0,
+                                    "tpot_p99_ms": 12.0, "meets_slo": True}
+    rows = [r for r in (cap, high and {"load": high, "meets_slo": False}) if r]
+    return {"status": status, "low": low, "high": high, "rows": rows, "capacity": cap}
+
+
+def test_capacity_rows_from_a_search_carry_both_bounds_and_both_prices():
+    results = [{"config": c, "engine": "mini", "not_measured": None, "prefix_hit_rate": {},
+                "sweeps": {"shared-prefix": s}} for c, s in (
+        ("a", _searched("bracketed", 12, 14)), ("b", _searched("lower bound", 64, None, tok=150.0)),
+        ("c", _searched("SLO not met", None, 2)))]
+    by = {r["config"]: r for r in compare.capacity_rows(results, 2.0)}
+    a = by["a"]
+    assert (a["capacity_status"], a["load_low"], a["load_high"], a["status"]) == \
+        ("bracketed", 12, 14, "measured")
+    # 2 $/h over 100 output tok/s, and over 900 tok/s in + out: two conventions, one capacity
+    assert a["usd_per_1m_output_tokens"] == pytest.approx(2.0 / (100 * 3600) * 1e6)
+    assert a["usd_per_1m_total_tokens"] == pytest.approx(2.0 / (900 * 3600) * 1e6)
+    assert (by["b"]["capacity_status"], by["b"]["status"]) == \
+        ("lower bound", "measured (lower bound)")
+    assert by["c"]["capacity_status"] == "SLO not met" and by["c"]["usd_per_1m_output_tokens"] is None
+    v = compare.verdicts(list(by.values()), ["shared-prefix"], "a", "tiny")[0]
+    assert v["best"] == "b" and v["lower_bound"]  # b's capacity is only a floor

@@ -10,10 +10,12 @@ A config is an engine plus knobs (labkit.engines ServeConfig fields), as a dict 
                                        TensorRT-LLM reads FP8 from the checkpoint
 
 For each config: start the server (a context manager: it stops even if a sweep fails),
-warm it up, then for each workload run a load sweep with fresh prompts at every point
-(fresh_sweep.py) and read the server's prefix-cache counters around it. Capacity = the
-highest load whose requests met the SLO (sweep.capacity); its output tok/s is what the cost
-model prices (labkit.cost.per_token). A config this machine cannot run is not started: it
+warm it up, then for each workload find its capacity at the SLO and read the server's
+prefix-cache counters around it. With a SearchPlan (capacity.py) the load is raised until the
+SLO breaks and then bisected, so capacity comes with both bounds ("bracketed"), or is said to
+be only a lower bound; with a list of loads (fresh_sweep.py) capacity is the highest listed
+load whose requests met the SLO (sweep.capacity). Its throughput is what the cost model
+prices (labkit.cost.per_token). A config this machine cannot run is not started: it
 gets the reason ("SGLang has no CPU kernels…") instead of a number.
 """
 
@@ -24,6 +26,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from labkit.bench.capacity import SearchPlan, describe_bounds, run_capacity_search
 from labkit.bench.fresh_sweep import run_fresh_sweep
 from labkit.bench.readout import load_average
 from labkit.bench.runner import BenchConfig, run_bench
@@ -96,13 +99,15 @@ def why_not_here(spec: ConfigSpec) -> str | None:
 
 
 def measure_config(spec: ConfigSpec, model: str, base_knobs: dict, bench: BenchConfig,
-                   workloads: dict[str, WorkloadParams], kind: str, values: list[float],
-                   out_dir: Path, attainment: float = 0.9, startup_timeout: float = 600,
-                   warmup_requests: int = 2, served_model_name: str | None = None) -> dict:
-    """Serve one config and sweep every workload against it. Never leaves a server behind.
+                   workloads: dict[str, WorkloadParams], kind: str,
+                   values: list[float] | SearchPlan, out_dir: Path, attainment: float = 0.9,
+                   startup_timeout: float = 600, warmup_requests: int = 2,
+                   served_model_name: str | None = None) -> dict:
+    """Serve one config and find each workload's capacity on it. Never leaves a server behind.
 
-    `bench` carries what every point shares (num_requests, slo, api, tokenizer...); its
-    base_url and model are filled in from the running server.
+    `values`: a SearchPlan (search for the capacity; `kind` and `attainment` then come from
+    the plan) or a list of loads of `kind` to sweep. `bench` carries what every point shares
+    (num_requests, slo, api, tokenizer...); base_url and model come from the running server.
     """
     from labkit.engines import ServerStartError, serve
 
@@ -135,10 +140,12 @@ def measure_config(spec: ConfigSpec, model: str, base_knobs: dict, bench: BenchC
             # Seeds apart per workload: the generators draw words from one stream, so at
             # equal seeds random prompt 0 *is* the start of shared-prefix system prompt 0,
             # and a prefix cache would "hit" on a workload that shares nothing.
-            sweep = run_fresh_sweep(replace(cfg, workload=wl, params=params,
-                                            seed=cfg.seed + 1000 * (k + 1),
-                                            out_dir=str(out_dir / wl)), kind, values,
-                                    attainment, plot=False)
+            wl_cfg = replace(cfg, workload=wl, params=params, seed=cfg.seed + 1000 * (k + 1),
+                             out_dir=str(out_dir / wl))
+            if isinstance(values, SearchPlan):
+                sweep = run_capacity_search(wl_cfg, values)
+            else:
+                sweep = run_fresh_sweep(wl_cfg, kind, values, attainment, plot=False)
             sweep["wall_s"] = time.monotonic() - t0
             result["sweeps"][wl] = sweep
             result["prefix_hit_rate"][wl] = prefix_hit_rate(spec.engine, before,
@@ -159,7 +166,13 @@ def capacity_rows(results: list[dict], price_per_hour: float, gpus: int = 1) -> 
 
     status: "measured", "measured (lower bound)" (even the highest tested load met the SLO,
     so the capacity is at least this), "SLO not met" (no tested load met it) or "not
-    measured" (this machine cannot run the config; `reason` says why).
+    measured" (this machine cannot run the config; `reason` says why). `capacity_status`
+    says the same in the capacity search's words (bracketed | lower bound | SLO not met |
+    not measured), and `load_low`/`load_high` bound the capacity where a search ran.
+
+    Two prices per row, because a shared-prefix workload is mostly prompt: per 1M *output*
+    tokens (vLLM's and most price sheets' convention) and per 1M tokens *in + out* (what a
+    per-token API bill counts), both at the same capacity.
     """
     rows = []
     for res in results:
@@ -168,28 +181,45 @@ def capacity_rows(results: list[dict], price_per_hour: float, gpus: int = 1) -> 
             row = {"config": res["config"], "engine": res["engine"], "workload": wl or "all",
                    "status": "", "load_at_slo": None, "output_tok_per_s_at_slo": None,
                    "ttft_p99_ms": None, "tpot_p99_ms": None, "prefix_hit_rate": None,
-                   "usd_per_1m_output_tokens": None,
+                   "usd_per_1m_output_tokens": None, "total_tok_per_s_at_slo": None,
+                   "usd_per_1m_total_tokens": None, "capacity_status": "not measured",
+                   "load_low": None, "load_high": None,
                    "load_avg_1m_max": res.get("load_avg_1m_max"), "reason": ""}
             if res["not_measured"]:
                 row.update(status="not measured", reason=res["not_measured"])
-            elif not sweep["capacity"] or not sweep["capacity"]["output_tok_per_s"]:
-                row.update(status="SLO not met", reason="no tested load met the SLO")
             else:
-                cap = sweep["capacity"]
-                # Every tested load met the SLO: the true capacity is higher than we know.
-                top = cap["load"] == max(r["load"] for r in sweep["rows"])
-                row.update(status="measured (lower bound)" if top else "measured",
-                           load_at_slo=cap["load"],
-                           output_tok_per_s_at_slo=_r(cap["output_tok_per_s"]),
-                           ttft_p99_ms=_r(cap["ttft_p99_ms"], 1),
-                           tpot_p99_ms=_r(cap["tpot_p99_ms"], 1),
-                           # from the unrounded tok/s: the saving sentence divides costs
-                           usd_per_1m_output_tokens=cost_per_million_tokens(
-                               price_per_hour, cap["output_tok_per_s"], gpus))
+                row.update(_capacity_cells(sweep, price_per_hour, gpus))
             if wl is not None and res["prefix_hit_rate"].get(wl) is not None:
                 row["prefix_hit_rate"] = _r(res["prefix_hit_rate"][wl], 3)
             rows.append(row)
     return rows
+
+
+def _capacity_cells(sweep: dict, price_per_hour: float, gpus: int) -> dict:
+    """The capacity part of a capacity row, from a search result or a fixed sweep."""
+    cap = sweep["capacity"]
+    if "status" in sweep:  # a capacity search: it says itself how far it got
+        status = sweep["status"]
+        bounds = {"load_low": sweep["low"], "load_high": sweep["high"]}
+    else:  # a fixed list: if even its highest load met the SLO, capacity is above it
+        top = bool(cap) and cap["load"] == max(r["load"] for r in sweep["rows"])
+        status = "SLO not met" if not cap else "lower bound" if top else "bracketed"
+        bounds = {"load_low": cap["load"] if cap else None, "load_high": None}
+    if not cap or not cap["output_tok_per_s"]:
+        return {"status": "SLO not met", "capacity_status": "SLO not met",
+                "reason": "no tested load met the SLO", **bounds}
+    total = cap.get("total_tok_per_s")
+    return {
+        "status": "measured (lower bound)" if status == "lower bound" else "measured",
+        "capacity_status": status, **bounds,
+        "load_at_slo": cap["load"], "output_tok_per_s_at_slo": _r(cap["output_tok_per_s"]),
+        "total_tok_per_s_at_slo": _r(total),
+        "ttft_p99_ms": _r(cap["ttft_p99_ms"], 1), "tpot_p99_ms": _r(cap["tpot_p99_ms"], 1),
+        # from the unrounded tok/s: the saving sentence divides costs
+        "usd_per_1m_output_tokens": cost_per_million_tokens(price_per_hour,
+                                                            cap["output_tok_per_s"], gpus),
+        "usd_per_1m_total_tokens": (cost_per_million_tokens(price_per_hour, total, gpus)
+                                    if total else None)}
 
 
 def for_page(rows: list[dict]) -> list[dict]:
@@ -241,7 +271,12 @@ def describe(res: dict) -> str:
     for wl, sweep in res["sweeps"].items():
         cap, hit = sweep["capacity"], res["prefix_hit_rate"].get(wl)
         hits = f", prefix-cache hits {hit:.0%}" if hit is not None else ""
-        if cap:
+        if "status" in sweep:  # a capacity search
+            tok = f" → {cap['output_tok_per_s']:.1f} output tok/s at {cap['load']:g}" if cap \
+                else ""
+            lines.append(f"  {wl}: {describe_bounds(sweep)}{tok}{hits}; "
+                         f"{sweep['points_measured']} load points in {sweep['wall_s']:.0f} s")
+        elif cap:
             top = cap["load"] == max(r["load"] for r in sweep["rows"])
             lines.append(f"  {wl}: capacity {'≥ ' if top else ''}load {cap['load']:g} → "
                          f"{cap['output_tok_per_s']:.1f} output tok/s (TTFT p99 "

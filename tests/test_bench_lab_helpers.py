@@ -253,3 +253,27 @@ def test_capacity_rows_from_a_search_carry_both_bounds_and_both_prices():
     assert by["c"]["capacity_status"] == "SLO not met" and by["c"]["usd_per_1m_output_tokens"] is None
     v = compare.verdicts(list(by.values()), ["shared-prefix"], "a", "tiny")[0]
     assert v["best"] == "b" and v["lower_bound"]  # b's capacity is only a floor
+
+
+def test_recorded_verdicts_quote_no_saving_from_a_lower_bound(tmp_path):
+    from labkit.runs import LabRecorder
+
+    results = [{"config": c, "engine": "mini", "not_measured": None, "prefix_hit_rate": {},
+                "sweeps": {"random": s, "shared-prefix": s2}} for c, s, s2 in (
+        ("base", _searched("bracketed", 8, 12, tok=100.0), _searched("bracketed", 8, 12)),
+        ("fast", _searched("bracketed", 16, 20, tok=125.0),
+         _searched("lower bound", 64, None, tok=200.0)))]
+    rows = compare.capacity_rows(results, 2.0)
+    rec = LabRecorder(tmp_path / "23", "23_engine_comparison")
+    compare.record_capacity(rec, rows)
+    lines = compare.record_verdicts(rec, rows, ["random", "shared-prefix"], "base", "tiny",
+                                    gpu_present=False)
+    sc, nm = rec.results["scalars"], rec.results["not_measured"]
+    assert sc["saving_pct__random"]["value"] == pytest.approx(20.0)  # 1 − 100/125
+    assert sc["capacity_status__fast__shared_prefix"]["value"] == "lower bound"
+    assert sc["capacity_load_low__base__random"]["value"] == 8
+    assert sc["capacity_load_high__base__random"]["value"] == 12
+    assert "capacity_load_high__fast__shared_prefix" not in sc
+    assert "saving_pct__shared_prefix" not in sc and "lower bound" in nm["saving_pct__shared_prefix"]
+    assert sc["lower_bound__shared_prefix"]["value"] == "yes"
+    assert any("only a lower bound" in line for line in lines)

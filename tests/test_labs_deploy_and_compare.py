@@ -125,9 +125,12 @@ def test_lab23_page_states_the_computed_saving_and_labels_the_price(tmp_path, mo
                         ("usd_per_1m_best__shared_prefix", round(best, 4)),
                         ("usd_per_1m_baseline__shared_prefix", round(base, 4)),
                         ("saving_pct__shared_prefix", round(x, 1)),
-                        ("lower_bound__shared_prefix", "yes")]:
+                        ("lower_bound__shared_prefix", "no"),
+                        ("best__random", "vllm"), ("lower_bound__random", "yes"),
+                        ("usd_per_1m_best__random", 3.5), ("measured_requests", 100),
+                        ("warmup_requests", 8)]:
         rec.scalar(name, value)
-    rec.not_measured("saving_pct__random", "no config met the SLO on this workload")
+    rec.not_measured("saving_pct__random", "a capacity behind it is only a lower bound")
     rec.table("capacity_and_cost", [
         {"config": "sglang", "workload": "all", "status": "not measured",
          "reason": "SGLang has no CPU kernels"}])
@@ -137,8 +140,11 @@ def test_lab23_page_states_the_computed_saving_and_labels_the_price(tmp_path, mo
     assert (f"**For this model and the shared-prefix workload, mini prefix_cache=radix cuts "
             f"cost per 1M output tokens by\n  {round(x, 1):.1f}% vs vllm**") in page
     assert f"(${round(best, 4):.2f} vs ${round(base, 4):.2f} per 1M output" in page
-    assert "random: *not measured on this tier: no config met the SLO" in page
-    assert "is a lower bound (every load I tested met the SLO)" in page
+    # a saving from a lower-bound capacity is never quoted
+    assert ("random: the cheapest config was vllm ($3.50 per 1M\n  output tokens), but I quote "
+            "no saving: *not measured on this tier: a capacity behind it is only a lower "
+            "bound*") in page
+    assert "100 measured requests (after 8\nwarm-up requests)" in page
     assert "apply an H100 on-demand GPU-hour price to throughput measured on a\nCPU" in page
     assert "SGLang has no CPU kernels" in page
     assert "The machine's 1-minute load average" not in page  # not recorded: nothing said

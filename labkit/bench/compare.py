@@ -324,3 +324,59 @@ def verdicts(rows: list[dict], workloads: list[str], baseline: str, model: str) 
             v["why"] = f"the baseline {baseline} met the SLO at no tested load"
         out.append(v)
     return out
+
+
+# --- recording (lab 23 glue: one call per idea instead of a loop in a notebook cell) -------
+
+def record_capacity(rec, rows: list[dict]) -> None:
+    """Each config × workload's capacity and prices as scalars; `capacity_status__…` says
+    whether the capacity was bracketed or is only a lower bound (labkit.cost reads it)."""
+    for r in rows:
+        name = f"{slug(r['config'])}__{slug(r['workload'])}"
+        if r["usd_per_1m_output_tokens"] is None:
+            rec.not_measured(f"capacity_tok_s__{name}", r["reason"])
+            continue
+        rec.scalar(f"capacity_status__{name}", r["capacity_status"])
+        rec.scalar(f"capacity_tok_s__{name}", r["output_tok_per_s_at_slo"], unit="tok/s",
+                   note=r["status"])
+        rec.scalar(f"capacity_load_low__{name}", r["load_low"], unit="concurrency")
+        if r["load_high"] is not None:
+            rec.scalar(f"capacity_load_high__{name}", r["load_high"], unit="concurrency")
+        rec.scalar(f"usd_per_1m__{name}", round(r["usd_per_1m_output_tokens"], 4), unit="$",
+                   note="per 1M output tokens")
+        if r["usd_per_1m_total_tokens"] is not None:
+            rec.scalar(f"usd_per_1m_total__{name}", round(r["usd_per_1m_total_tokens"], 4),
+                       unit="$", note="per 1M prompt + output tokens")
+
+
+def record_verdicts(rec, rows: list[dict], workloads: list[str], baseline: str, model: str,
+                    gpu_present: bool) -> list[str]:
+    """Record each workload's verdict; return the sentences to print.
+
+    A saving is recorded only when both capacities behind it were bracketed: from a lower
+    bound the true saving could be larger, smaller or of the other sign, so the record says
+    not_measured with the reason, and the case study (lab 42) quotes no X from it."""
+    lines = []
+    for v in verdicts(rows, workloads, baseline, model):
+        w = slug(v["workload"])
+        if v["best"] is None:
+            lines.append(f"{v['workload']}: {v['why']}")
+            rec.not_measured(f"saving_pct__{w}", v["why"])
+            continue
+        caveat = " (a capacity here is only a lower bound)" if v["lower_bound"] else ""
+        lines.append(v["sentence"] + caveat + ("." if gpu_present else
+                                               ". (GPU price, CPU measurement)"))
+        rec.text(f"verdict__{w}", v["sentence"] + caveat)
+        rec.scalar(f"best__{w}", v["best"])
+        rec.scalar(f"lower_bound__{w}", "yes" if v["lower_bound"] else "no")
+        rec.scalar(f"usd_per_1m_best__{w}", round(v["usd_best"], 4), unit="$")
+        if v["saving_pct"] is None:
+            rec.not_measured(f"saving_pct__{w}", v["why"])
+            continue
+        rec.scalar(f"usd_per_1m_baseline__{w}", round(v["usd_baseline"], 4), unit="$")
+        if v["lower_bound"]:
+            rec.not_measured(f"saving_pct__{w}", "a capacity behind it is only a lower bound "
+                             "(the SLO never broke): raise the search's max load")
+        else:
+            rec.scalar(f"saving_pct__{w}", round(v["saving_pct"], 1), unit="%")
+    return lines

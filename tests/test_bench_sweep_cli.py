@@ -75,3 +75,29 @@ def test_cli_config_reads_the_key_from_env_and_keeps_it_out_of_the_record(monkey
     assert cfg.api_key == "sk-secret-123"
     assert "sk-secret" not in json.dumps(cfg.public_dict()) and "sk-secret" not in repr(cfg)
     assert cfg.slo == {"ttft": 100.0} and cfg.rate == float("inf")
+
+
+@pytest.mark.slow
+def test_cli_find_capacity_prints_both_bounds(tmp_path, capsys):
+    # saturates past 2 in flight: TPOT 5 ms × C/2, so C = 3 (7.5 ms) meets tpot ≤ 8, 4 does not
+    with fake_server(ttft_ms=5, tpot_ms=5, saturate_at=2) as url:
+        args = parse(["--base-url", url, "--model", "fake-model", "--num-requests", "24",
+                      "--warmup-requests", "3", "--output-len", "12", "--input-len", "8",
+                      "--find-capacity", "concurrencies", "--start", "1", "--max-load", "16",
+                      "--resolution", "1", "--slo", "tpot=8", "--out", str(tmp_path),
+                      "--no-progress"])
+        assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "bracketed: 3 ≤ capacity < 4 (concurrency)" in out
+    assert json.loads((tmp_path / "sweep.json").read_text())["plan"]["warmup_requests"] == 3
+
+
+def test_cli_find_capacity_needs_an_slo_and_a_request_count():
+    base = ["--base-url", "http://127.0.0.1:9", "--model", "m", "--find-capacity", "rates"]
+    for extra, msg in ((["--num-requests", "50"], "needs --slo"),
+                       (["--duration", "5", "--slo", "ttft=100"], "--num-requests N per load"),
+                       (["--num-requests", "50", "--slo", "ttft=100", "--start", "0"],
+                        "start")):
+        args = parse(base + extra)
+        with pytest.raises(UserError, match=msg):
+            args.func(args)

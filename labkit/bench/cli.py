@@ -25,7 +25,12 @@ engine, …) at a fixed open-loop arrival schedule, stream every answer, and rep
 and request and token throughput, the achieved vs the target rate, errors by cause and how
 often the client's token count disagreed with the server's `usage`.
 Results: DIR/requests.jsonl (one line per request, written as each finishes),
-DIR/summary.json, DIR/summary.csv; with --sweep also sweep.csv and pareto.png."""
+DIR/summary.json, DIR/summary.csv; with --sweep also sweep.csv and pareto.png.
+
+--find-capacity searches for the highest load that meets --slo instead of trying a fixed
+list: it doubles the load from --start until the SLO breaks (at most --max-load), then
+bisects between the last pass and the first fail until they are --resolution apart, and
+prints both bounds ("12 ≤ capacity < 14"), or says the capacity is only a lower bound."""
 
 EPILOG = """\
 examples:
@@ -34,6 +39,8 @@ examples:
       --rate 8 --burstiness 0.5 --duration 60 --warmup 10 --slo ttft=500,tpot=50
   labkit bench ... --api chat --workload multi-turn --concurrency 16 --num-requests 400
   labkit bench ... --sweep rates --values 1,2,4,8 --num-requests 200 --slo ttft=500,tpot=50
+  labkit bench ... --find-capacity concurrencies --start 2 --max-load 64 --resolution 2 \
+      --num-requests 100 --warmup-requests 8 --slo ttft=1000,tpot=100
   labkit bench ... --workload sharegpt:data/sharegpt.json --tokenizer models/tiny
 
 Try it without a real engine: `python -m labkit.bench.fake_server --port 8000` serves a
@@ -110,6 +117,14 @@ def register(subparsers) -> None:
     s.add_argument("--sweep", choices=["rates", "concurrencies"],
                    help="run once per --values entry; table, Pareto plot, capacity")
     s.add_argument("--values", metavar="V1,V2,…", help="loads for --sweep, e.g. 1,2,4,8")
+    s.add_argument("--find-capacity", choices=["rates", "concurrencies"],
+                   help="search for the highest load meeting --slo: raise ×2, then bisect")
+    s.add_argument("--start", type=float, default=2, help="--find-capacity: first load")
+    s.add_argument("--max-load", type=float, default=64, help="--find-capacity: highest load")
+    s.add_argument("--resolution", type=float, default=2,
+                   help="--find-capacity: stop when the bracket is this narrow")
+    s.add_argument("--warmup-requests", type=int, default=8, metavar="N",
+                   help="--find-capacity: requests sent first at each load, not measured")
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="results directory (default runs/bench/<time>)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -148,6 +163,8 @@ def handle(args) -> int:
     from labkit.bench.sweep import format_sweep, run_sweep
 
     cfg = config_from_args(args)
+    if args.find_capacity:
+        return find_capacity(cfg, args)
     if args.sweep:
         if not args.values:
             raise UserError("--sweep needs --values, e.g. --sweep rates --values 1,2,4,8")
@@ -165,6 +182,28 @@ def handle(args) -> int:
         print("every request failed: see 'errors by cause' above", file=sys.stderr)
         return 1
     return 0
+
+
+def find_capacity(cfg, args) -> int:
+    from labkit.bench.capacity import SearchPlan, describe_bounds, run_capacity_search
+    from labkit.bench.sweep import format_sweep
+
+    if not cfg.slo:
+        raise UserError("--find-capacity needs --slo, e.g. --slo ttft=1000,tpot=100")
+    if args.num_requests is None or args.duration is not None:
+        raise UserError("--find-capacity measures --num-requests N per load point "
+                        "(at least 100 keeps p99 from being the single slowest request)")
+    try:
+        plan = SearchPlan(kind=args.find_capacity, start=args.start, max_load=args.max_load,
+                          resolution=args.resolution, attainment=args.slo_attainment,
+                          measured_requests=args.num_requests,
+                          warmup_requests=args.warmup_requests)
+    except ValueError as e:
+        raise UserError(f"--find-capacity: {e}") from None
+    result = run_capacity_search(cfg, plan)
+    print(format_sweep(result))
+    print(f"{result['status']}: {describe_bounds(result)}")
+    return 0 if result["capacity"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -170,5 +170,6 @@ def format_sweep(result: dict) -> str:
                      f"{c['load']:g} → {c['output_tok_per_s']:,.1f} output tok/s")
     else:
         lines.append("no tested load met the SLO: lower the load or relax the limits")
-    lines.append(f"table, plot: {result['out_dir']}/sweep.csv, {result.get('plot')}")
+    plot = f", plot: {result['plot']}" if result.get("plot") else ""
+    lines.append(f"table: {result['out_dir']}/sweep.csv{plot}")
     return "\n".join(lines)

@@ -202,6 +202,8 @@ def child_main(spec_path: str) -> int:
 
     import papermill as pm
 
+    from labkit.kernel_transport import IPCKernelManager
+
     spec = json.loads(Path(spec_path).read_text())
     handler = logging.FileHandler(spec["log"])
     logging.getLogger("papermill").addHandler(handler)
@@ -209,7 +211,8 @@ def child_main(spec_path: str) -> int:
     try:
         pm.execute_notebook(spec["input"], spec["output"], parameters=spec["params"],
                             kernel_name="python3", progress_bar=True, log_output=True,
-                            cwd=str(Path(spec["input"]).parent))
+                            cwd=str(Path(spec["input"]).parent),
+                            kernel_manager_class=IPCKernelManager)  # no TCP ports
         status = {"status": "completed"}
     except pm.PapermillExecutionError as e:
         status = {"status": "failed", "cell": e.exec_count, "cell_index": e.cell_index,

@@ -64,11 +64,12 @@ def processes_of_run(run_dir: Path) -> list:
 
 
 @pytest.mark.slow
-def test_run_records_reports_failures_times_out_and_resumes(env, capsys):
+def test_run_records_reports_failures_times_out_and_resumes(env, capfd):
+    # capfd, not capsys: the kernel writes to the file descriptors, not to sys.stderr
     tmp, profile = env
     rc = cli.main(["run", "01", "02", "--profile", profile, "-p", f"hf_token={SECRET}"])
     assert rc == 1  # one lab failed
-    out = capsys.readouterr()
+    out = capfd.readouterr()
     run_dir = Path(out.out.strip().splitlines()[-1])
     assert ("02_fail failed at notebook cell #3 (In [3]): ValueError: deliberate failure"
             in out.err)
@@ -84,12 +85,16 @@ def test_run_records_reports_failures_times_out_and_resumes(env, capsys):
         if f.is_file():
             assert SECRET not in f.read_text(errors="ignore"), f
     assert "***redacted***" in (run_dir / "01_ok" / "01_ok.ipynb").read_text()
+    # Kernels talk over Unix sockets: ipykernel's plain-TCP warning is in no output or log.
+    assert "without encryption" not in out.err
+    assert all("without encryption" not in f.read_text(errors="ignore")
+               for f in (run_dir / "01_ok").rglob("*") if f.is_file())
 
     # A lab past its timeout is stopped, kernel included, and reported.
     rc = cli.main(["run", "03", "--profile", profile, "--resume", str(run_dir),
                    "--timeout", "10", "-p", "03.seconds=600"])
     assert rc == 1
-    assert "03_hang timeout" in capsys.readouterr().err
+    assert "03_hang timeout" in capfd.readouterr().err
     hang = json.loads((run_dir / "03_hang" / "status.json").read_text())
     assert hang["status"] == "timeout"
     assert not processes_of_run(run_dir)
@@ -97,7 +102,7 @@ def test_run_records_reports_failures_times_out_and_resumes(env, capsys):
     # --resume reruns only what did not complete.
     rc = cli.main(["run", "01", "02", "--profile", profile, "--resume", str(run_dir),
                    "-p", "02.fail=false"])
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert rc == 0
     assert "01_ok: completed earlier in this run, skipped" in err
     assert json.loads((run_dir / "02_fail" / "status.json").read_text())["status"] == "completed"

@@ -1,7 +1,9 @@
 # The two commands a newcomer needs (both create .venv first if it is missing):
 #   make run    every lab on the CPU tier, then the portfolio   → runs/latest, portfolio/
 #   make test   the whole test suite, nbval over every lab included
-.PHONY: run test setup
+# and, to work through the labs by hand:
+#   make lab    JupyterLab on your learner copies (exercises/), 127.0.0.1 only
+.PHONY: run test setup lab
 VENV := .venv
 
 setup:
@@ -14,3 +16,6 @@ run: setup
 
 test: setup
 	@$(VENV)/bin/python -m pytest
+
+lab: setup
+	@$(VENV)/bin/labkit lab

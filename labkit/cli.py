@@ -20,7 +20,8 @@ COMMAND_MODULES = [
     "labkit.env",  # doctor
     "labkit.runner",  # run
     "labkit.models.cli",  # model build / info
-    "labkit.exercises",  # exercises export
+    "labkit.exercises",  # exercises export / reset
+    "labkit.lab_server",  # lab (JupyterLab on the learner copies)
     "labkit.distributed.cli",  # collectives, nccl-log, topo
     "labkit.distributed.train_cli",  # train (DDP, fault drill)
     "labkit.distributed.manifests_cli",  # manifests
@@ -37,6 +38,7 @@ typical session:
   labkit run 00 -p matmul_size=512
   labkit portfolio build runs/latest
   labkit model build            build (or find) the tiny Llama and print its path
+  labkit lab                    work through the labs by hand in JupyterLab (127.0.0.1)
 
 Every sub-command has its own --help.
 """

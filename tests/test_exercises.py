@@ -66,3 +66,23 @@ def test_check_reports_failing_input_expected_and_actual():
 
     with pytest.raises(ExerciseFailed, match=r"matmul_flops\(1, 1, 1\): expected 2, got 1"):
         orientation.check_matmul_flops(lambda m, n, k: m * n * k)  # forgot the adds
+
+
+def test_export_copies_the_data_and_never_overwrites_a_learners_copy(tmp_path, capsys):
+    from labkit import cli
+
+    out = tmp_path / "ex"
+    assert cli.main(["exercises", "export", "12", "--out", str(out)]) == 0
+    nb = out / "12_cluster_networking.ipynb"
+    logs = sorted(p.name for p in (out / "data" / "nccl").iterdir())
+    assert logs == sorted(p.name for p in (labs.labs_dir() / "data" / "nccl").iterdir())
+    nb.write_text(nb.read_text().replace("Lab 12", "Lab 12 (my notes)"))
+    assert cli.main(["exercises", "export", "12", "--out", str(out)]) == 0
+    assert "my notes" in nb.read_text()  # kept
+    assert "1 learner copy already in" in capsys.readouterr().out
+    assert cli.main(["exercises", "reset", "12", "--out", str(out)]) == 0
+    assert "my notes" not in nb.read_text()
+    [backup] = out.glob("12_cluster_networking.ipynb.bak-*")
+    assert "my notes" in backup.read_text()  # the old copy is not lost
+    with pytest.raises(SystemExit):
+        cli.main(["exercises", "reset", "--out", str(out)])  # reset names its labs

@@ -9,13 +9,13 @@ noise hits them alike:
 - harness: labkit.distributed.collectives.bench_one with check=False, exactly what the CLI
   times (timestamp after every iteration; the slowest rank's mean is the `time` column);
 - bare: the loop nccl-tests itself uses: t0; `iters` x dist.all_reduce; t1; (t1-t0)/iters,
-  then the max over ranks.
+  then the max over ranks (nccl-tests' `-a 3`; its default `-a 1` averages over ranks).
 Overhead = harness time / bare time - 1, per adjacent pair; the median over pairs is reported.
 
 On a busy machine that A/B difference is mostly noise, so the script also splits the
 harness's possible overhead into its two sources and measures each without run-to-run noise:
 - estimator: on the *same* samples, "mean over iterations of the per-iteration slowest
-  rank" vs nccl-tests' "slowest rank's mean" (the `time` column). The former can only be
+  rank" vs "slowest rank's mean" (the `time` column; nccl-tests `-a 3`). The former can only be
   larger; it shows why the harness reports the latter;
 - bookkeeping: what one timestamp-and-store per iteration costs, relative to one all_reduce.
 """

@@ -16,8 +16,9 @@ COLLECTIVES_EPILOG = """\
 What the columns mean (the same as nccl-tests, so numbers compare with published ones):
   size    bytes of the larger buffer (all_gather: whole output; reduce_scatter: whole input)
   count   elements per rank passed to the call
-  time    microseconds per operation: mean over --iters on the slowest rank (as
-          nccl-tests); min/max: that rank's fastest and slowest iteration
+  time    microseconds per operation: mean over --iters on the slowest rank (a collective
+          is done when its last rank is; nccl-tests averages the ranks' means by default,
+          `-a 1`, and reports this max with `-a 3`); min/max: that rank's extremes
   algbw   size-of-the-operation / time, in GB/s (1e9 bytes/s)
   busbw   algbw x a per-op factor (all_reduce 2(n-1)/n, all_gather/reduce_scatter/all_to_all
           (n-1)/n, broadcast/sendrecv 1): comparable to a link's peak bandwidth

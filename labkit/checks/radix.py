@@ -9,14 +9,14 @@ The root has an empty key and lock_ref 1 (it is never evicted). A child is filed
 first token of its key, so two children of one node never start with the same token. The
 tokens spelled from the root down to a node are that node's *path*.
 
-The learner writes (exercise 2)
+The learner writes (exercise 1)
 
     split_node(node, n)        cut node's key after n tokens; return the new upper node
     match_prefix(root, tokens) -> (n, node): tokens[:n] is the longest cached prefix and
                                path(node) == tokens[:n] (split a node if the match ends in it)
     insert(root, tokens)       -> how many tokens were already in the tree
 
-and (exercise 3)
+and (exercise 2)
 
     evict(root, num_tokens)    drop least-recently-used unlocked leaves (whole leaves; a parent
                                left childless and unlocked becomes a leaf) until at least

@@ -75,6 +75,23 @@ def learner_notebook(nb: dict, where: str = "<notebook>") -> tuple[dict, int]:
     return {**nb, "cells": cells}, count
 
 
+def paste_solutions(learner: dict, solved: dict) -> dict:
+    """The learner copy with the reference code put back where each stub stands: what a
+    learner's notebook is once every exercise is solved. Cell for cell, so a lab that was
+    edited after the export is refused rather than mixed."""
+    if len(learner["cells"]) != len(solved["cells"]):
+        raise UserError("the learner copy and the lab have different cells: export it anew "
+                        "(`labkit exercises reset LAB`)")
+    cells = []
+    for mine, ref in zip(learner["cells"], solved["cells"]):
+        mine = dict(mine)
+        if mine["cell_type"] == "code" and "raise NotImplementedError('Exercise" in \
+                "".join(mine["source"]):
+            mine["source"] = ref["source"]
+        cells.append(mine)
+    return {**learner, "cells": cells}
+
+
 def export(labs: list, out_dir: Path, overwrite: bool = False) -> list[tuple[Path, int]]:
     """Write learner copies of `labs` into out_dir, with the labs' data/ folder beside them
     (lab 12 reads data/nccl next to the notebook). An existing copy is the learner's work:

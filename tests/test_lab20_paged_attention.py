@@ -30,7 +30,7 @@ def test_learner_copy_of_lab20_fails_with_the_hint_and_reference_passes(tmp_path
     assert "✔ allocate_slots: passed" in capsys.readouterr().out
 
     [(path, n)] = exercises.export([lab], tmp_path)
-    assert n == 1
+    assert n == 2  # allocate_slots and the paged decode op
     assert "free_blocks.pop(0)\n" not in path.read_text()
     with pytest.raises(ExerciseFailed, match=r"not implemented yet — Exercise: blocks needed = "
                                              r"ceil\(\(num_tokens \+ num_new_tokens\)"):
@@ -165,3 +165,49 @@ def test_portfolio_page_uses_recorded_values_only(tmp_path, monkeypatch):
     assert "*not measured on this tier: the op crashed in this fake run*" in page
     assert "| paged | 127 |" in page
     assert "*not measured in this run*" in page  # e.g. the fork table was never recorded
+
+
+def _paged_op_cells(nb):
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    first = next(i for i, c in enumerate(code) if "def paged_decode_attention" in c)
+    return code[first:first + 2]
+
+
+def _run_op_cells(cells, ns=None):
+    ns = {} if ns is None else ns
+    for c in cells:
+        exec("import torch\nfrom labkit.checks import paged_op\n" + c, ns)
+    return ns
+
+
+def test_paged_op_exercise_reference_passes_and_stub_gives_its_hint(tmp_path, capsys):
+    lab = labs.select(["20"])[0]
+    _run_op_cells(_paged_op_cells(json.loads(lab.path.read_text())))
+    assert "✔ paged_decode_attention: matches the reference op" in capsys.readouterr().out
+    [(path, _)] = exercises.export([lab], tmp_path)
+    with pytest.raises(ExerciseFailed, match=r"not implemented yet — Exercise: per sequence s"):
+        _run_op_cells(_paged_op_cells(json.loads(path.read_text())))
+
+
+def test_paged_op_check_catches_reading_the_whole_last_block():
+    import torch
+
+    from labkit.checks import paged_op
+
+    def whole_blocks(query, key_cache, value_cache, block_tables, context_lens, scale):
+        bs, group = key_cache.shape[1], query.shape[1] // key_cache.shape[2]
+        out = torch.empty_like(query)
+        for s in range(query.shape[0]):
+            n = -(-int(context_lens[s]) // bs) * bs  # rounds the context up to whole blocks
+            p = torch.arange(n)
+            blocks = block_tables[s, p // bs].long()
+            k = key_cache[blocks, p % bs].repeat_interleave(group, dim=1)
+            v = value_cache[blocks, p % bs].repeat_interleave(group, dim=1)
+            w = (torch.einsum("hd,thd->ht", query[s], k) * scale).softmax(-1)
+            out[s] = torch.einsum("ht,thd->hd", w, v)
+        return out
+
+    # a one-token context in a 4-token block is the first case that reads stale rows
+    with pytest.raises(ExerciseFailed,
+                       match=r"context_lens \[1\] \(a single cached token\): max abs error"):
+        paged_op.check_paged_decode_attention(whole_blocks)

@@ -9,6 +9,7 @@ bandwidth-bound; prefill and training matmuls have I in the hundreds, so compute
 
 from __future__ import annotations
 
+import re
 import time
 
 # Datasheet peaks (dense, no sparsity). Sources: NVIDIA datasheets; H100 figures as quoted
@@ -23,10 +24,17 @@ KNOWN_PEAKS = {
 }
 
 
+def _names(device_name: str, pattern: str) -> bool:
+    """`pattern` appears in the name as whole words: "H200" must not match "NVIDIA GH200 480GB"
+    (a Grace Hopper superchip: different memory, different peaks) nor "L4" match "L40S"."""
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(pattern)}(?![A-Za-z0-9])", device_name,
+                     flags=re.IGNORECASE) is not None
+
+
 def known_peak(device_name: str) -> dict | None:
     """Datasheet peak for a GPU name as NVML/torch reports it, or None if we don't know it."""
     for label, p in KNOWN_PEAKS.items():
-        if any(m.lower() in device_name.lower() for m in p["match"]):
+        if any(_names(device_name, m) for m in p["match"]):
             return {"label": label, "bf16_tflops": p["bf16_tflops"], "bw_tbs": p["bw_tbs"]}
     return None
 

@@ -18,6 +18,7 @@ from labkit.errors import UserError
 # Order is the order `labkit --help` lists them: roughly the roadmap order.
 COMMAND_MODULES = [
     "labkit.env",  # doctor
+    "labkit.gpu_check",  # gpu-check
     "labkit.runner",  # run
     "labkit.models.cli",  # model build / info
     "labkit.exercises",  # exercises export / reset

@@ -44,6 +44,17 @@ def load_profile(name_or_path: str) -> dict:
                         f"(or give a path to a YAML file)")
     prof = yaml.safe_load(p.read_text()) or {}
     prof.setdefault("name", p.stem)
+    base = prof.pop("extends", None)
+    if base:  # `extends: h100`: start from that profile, then apply this one's differences
+        if base == p.stem:
+            raise UserError(f"profile {p.stem!r} extends itself")
+        parent = load_profile(str(p.with_name(f"{base}.yaml")) if not Path(base).suffix
+                              else base)
+        labs = {k: dict(v or {}) for k, v in (parent.get("labs") or {}).items()}
+        for lab, values in (prof.get("labs") or {}).items():
+            labs.setdefault(lab, {}).update(values or {})
+        prof = {**parent, **prof, "labs": labs,
+                "params": {**(parent.get("params") or {}), **(prof.get("params") or {})}}
     return prof
 
 
@@ -91,15 +102,46 @@ def check_value(lab: str, name: str, value, spec: dict):
     return value
 
 
+TIERS = ("cpu", "gpu")
+
+
+def validate_profile(profile: dict) -> None:
+    """The whole profile against every lab's parameter cell, whichever labs run now: a typo
+    in a lab you run next week should fail today, not after an hour of rented GPU time."""
+    where = f"profile {profile['name']!r}"
+    if profile.get("tier", "cpu") not in TIERS:
+        raise UserError(f"{where}: tier must be one of {', '.join(TIERS)}, "
+                        f"not {profile.get('tier')!r}")
+    every = {lab.name: lab for lab in labs_mod.all_labs()}
+    for name, values in (profile.get("labs") or {}).items():
+        if name not in every:
+            raise UserError(f"{where} sets parameters for lab {name!r}, which does not exist; "
+                            f"labs are: {', '.join(sorted(every))}")
+        spec = every[name].parameters()
+        for param, value in (values or {}).items():
+            if param not in spec:
+                raise UserError(f"{where}: lab {name} has no parameter {param!r}; its "
+                                f"parameters are: {', '.join(spec) or 'none'}")
+            check_value(name, param, value, spec[param])
+    names = {n for lab in every.values() for n in lab.parameters()}
+    stray = sorted(set(profile.get("params") or {}) - names)
+    if stray:
+        raise UserError(f"{where}: no lab has parameter(s) {', '.join(stray)}")
+
+
+def needs_more_gpus(lab, profile: dict, gpu_count: int) -> str | None:
+    """Why a GPU-tier run must skip this lab here (it needs 2+ GPUs), else None."""
+    if profile.get("tier") == "gpu" and "multi_gpu" in lab.requires.get("gpu", []) \
+            and gpu_count < 2:
+        return f"skipped: needs 2 GPUs, this machine has {gpu_count}"
+    return None
+
+
 def resolve_parameters(selected: list, profile: dict, overrides: list[str]):
     """Per-lab parameter dicts, validated before any notebook starts."""
+    validate_profile(profile)
     common_o, lab_o, secret = parse_overrides(overrides)
     per_lab_profile = profile.get("labs") or {}
-    known = {lab.name for lab in labs_mod.all_labs()}
-    for name in per_lab_profile:
-        if name not in known:
-            raise UserError(f"profile {profile['name']!r} sets parameters for lab {name!r}, "
-                            f"which does not exist; labs are: {', '.join(sorted(known))}")
     specs = {lab.name: lab.parameters() for lab in selected}
     by_name = {lab.name: lab for lab in selected}
     for key in list(lab_o):  # accept "00" or "orientation" for a lab in -p 00.name=value
@@ -244,6 +286,7 @@ def cmd_run(args) -> int:
     print(f"run directory: {run_dir}", file=sys.stderr)
 
     results = {}
+    gpus = _gpu_count() if profile.get("tier") == "gpu" else 0
     bar = tqdm(selected, desc="labs", unit="lab", file=sys.stderr, position=0)
     for lab in bar:
         bar.set_postfix_str(lab.name)
@@ -251,6 +294,12 @@ def cmd_run(args) -> int:
         if args.resume and prev.get("status") == "completed":
             tqdm.write(f"- {lab.name}: completed earlier in this run, skipped", file=sys.stderr)
             results[lab.name] = prev
+            continue
+        why = needs_more_gpus(lab, profile, gpus)
+        if why:  # the run goes on: a 1-GPU box runs every lab it can
+            results[lab.name] = {"status": "skipped", "reason": why, "seconds": 0}
+            runs.atomic_write_json(run_dir / lab.name / "status.json", results[lab.name])
+            tqdm.write(f"- {lab.name}: {why}", file=sys.stderr)
             continue
         st = run_lab(lab, run_dir, per_lab[lab.name], secret_env, timeout)
         results[lab.name] = st
@@ -261,14 +310,25 @@ def cmd_run(args) -> int:
                     f"  executed notebook: {run_dir / lab.name / (lab.name + '.ipynb')}")
         tqdm.write(msg, file=sys.stderr)
     bar.close()
-    failed = [n for n, s in results.items() if s.get("status") != "completed"]
-    print(f"\n{len(results) - len(failed)}/{len(results)} labs completed; results in {run_dir}",
-          file=sys.stderr)
+    failed = [n for n, s in results.items() if s.get("status") not in ("completed", "skipped")]
+    skipped = [n for n, s in results.items() if s.get("status") == "skipped"]
+    done = len(results) - len(failed) - len(skipped)
+    print(f"\n{done}/{len(results)} labs completed" + (f", {len(skipped)} skipped"
+          if skipped else "") + f"; results in {run_dir}", file=sys.stderr)
     if failed:
         print(f"failed: {', '.join(failed)} — fix and rerun just those with "
               f"`labkit run --resume {run_dir.name}`", file=sys.stderr)
     print(run_dir)
     return 1 if failed else 0
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
 
 
 def _point_latest(run_dir: Path) -> None:

@@ -106,3 +106,46 @@ def test_run_records_reports_failures_times_out_and_resumes(env, capfd):
     assert rc == 0
     assert "01_ok: completed earlier in this run, skipped" in err
     assert json.loads((run_dir / "02_fail" / "status.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in runner.PROFILES_DIR.glob("*.yaml")))
+def test_every_shipped_profile_validates_against_the_labs(profile):
+    prof = runner.load_profile(profile)
+    runner.validate_profile(prof)
+    assert prof.get("tier") in runner.TIERS
+
+
+@pytest.mark.parametrize("lab_params, params, message", [
+    ({"00_orientation": {"matmul_sise": 8}}, {}, "has no parameter 'matmul_sise'"),
+    ({"23_engine_comparison": {"measured_requests": "many"}}, {}, "should be int"),
+    ({"99_nope": {}}, {}, "lab '99_nope', which does not exist"),
+    ({}, {"no_such_knob": 1}, "no lab has parameter"),
+])
+def test_a_broken_profile_is_refused_even_for_labs_not_selected(lab_params, params, message):
+    prof = {"name": "broken", "tier": "gpu", "labs": lab_params, "params": params}
+    with pytest.raises(UserError, match=message):
+        runner.resolve_parameters(labs.select(["00"]), prof, [])
+
+
+def test_labs_that_need_two_gpus_are_skipped_on_one():
+    two = next(lab for lab in labs.all_labs() if "multi_gpu" in lab.requires.get("gpu", []))
+    one = labs.select(["00"])[0]
+    gpu = {"name": "h100", "tier": "gpu"}
+    assert runner.needs_more_gpus(two, gpu, 1) == "skipped: needs 2 GPUs, this machine has 1"
+    assert runner.needs_more_gpus(two, gpu, 8) is None
+    assert runner.needs_more_gpus(one, gpu, 1) is None
+    assert runner.needs_more_gpus(two, {"name": "cpu", "tier": "cpu"}, 0) is None
+
+
+def test_a_profile_extends_another_and_overrides_only_what_it_names(tmp_path):
+    base = runner.load_profile("h100")
+    child = runner.load_profile("h200")
+    assert child["name"] == "h200" and child["tier"] == "gpu"
+    assert child["labs"]["23_engine_comparison"]["price_per_hour"] == 7.912
+    lab23, lab00 = "23_engine_comparison", "00_orientation"
+    assert child["labs"][lab23]["model"] == base["labs"][lab23]["model"]  # inherited
+    assert child["labs"][lab00]["matmul_size"] == base["labs"][lab00]["matmul_size"]
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("extends: loop\n")
+    with pytest.raises(UserError, match="extends itself"):
+        runner.load_profile(str(loop))

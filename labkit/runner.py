@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -276,6 +277,11 @@ def cmd_run(args) -> int:
         os.environ[runs.RUNS_DIR_ENV] = str(Path(args.out).resolve())
     if args.resume:
         run_dir = runs.resolve_run_dir(args.resume)
+    elif args.run_id:  # a fixed name: a batch job restarted after a preemption resumes it
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", args.run_id):
+            raise UserError(f"--run-id {args.run_id!r}: use letters, digits, '.', '_', '-'")
+        run_dir = runs.runs_root() / args.run_id
+        args.resume = str(run_dir) if (run_dir / "run.json").exists() else None
     else:
         run_dir = runs.runs_root() / runs.new_run_id(profile["name"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -366,6 +372,8 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="runs folder (default ./runs or $LABKIT_RUNS_DIR)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN (id, path or 'latest'), "
                    "skipping labs that completed")
+    p.add_argument("--run-id", metavar="NAME", help="name the run directory; if it exists, "
+                   "resume it (what a preempted cloud job does when it restarts)")
     p.add_argument("--timeout", type=float, metavar="S", help="per-lab timeout in seconds")
     p.set_defaults(func=cmd_run)
 

@@ -149,3 +149,17 @@ def test_a_profile_extends_another_and_overrides_only_what_it_names(tmp_path):
     loop.write_text("extends: loop\n")
     with pytest.raises(UserError, match="extends itself"):
         runner.load_profile(str(loop))
+
+
+@pytest.mark.slow
+def test_a_named_run_resumes_itself_when_started_again(env, capfd):
+    tmp, profile = env
+    assert cli.main(["run", "01", "--profile", profile, "--run-id", "cloud-job-1"]) == 0
+    run_dir = tmp / "runs" / "cloud-job-1"
+    assert json.loads((run_dir / "01_ok" / "status.json").read_text())["status"] == "completed"
+    capfd.readouterr()
+    # the same command again, as a restarted (preempted) job runs it: nothing is redone
+    assert cli.main(["run", "01", "--profile", profile, "--run-id", "cloud-job-1"]) == 0
+    assert "01_ok: completed earlier in this run, skipped" in capfd.readouterr().err
+    assert cli.main(["run", "01", "--profile", profile, "--run-id", "../escape"]) == 2
+    assert "--run-id '../escape': use letters" in capfd.readouterr().err

@@ -19,6 +19,7 @@ from labkit.errors import UserError
 COMMAND_MODULES = [
     "labkit.env",  # doctor
     "labkit.gpu_check",  # gpu-check
+    "labkit.cloud.cli",  # cloud task / validate / fetch (SkyPilot)
     "labkit.runner",  # run
     "labkit.models.cli",  # model build / info
     "labkit.exercises",  # exercises export / reset

@@ -42,6 +42,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# SkyPilot (labkit cloud: the GPU tier on rented boxes) in a venv of its own: it pins click,
+# uvicorn and bcrypt below what vLLM needs. The tests validate tasks with its parser, offline.
+SKY_VERSION=0.14.1
+if [ "$(cat .venv-sky/.labkit-installed 2>/dev/null)" != "$SKY_VERSION" ]; then
+  echo "==> installing SkyPilot $SKY_VERSION into .venv-sky (~460 MB, used by labkit cloud)"
+  "$PYTHON" -m venv .venv-sky
+  .venv-sky/bin/python -m pip install --disable-pip-version-check -q "skypilot==$SKY_VERSION" 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" || true
+  .venv-sky/bin/python -c 'import sky' && echo "$SKY_VERSION" > .venv-sky/.labkit-installed
+fi
+
 # Debian's chromium for the browser tests (JupyterLab driven by Playwright); Playwright's own
 # browser download cannot work offline, and is not needed.
 if ! command -v chromium >/dev/null; then

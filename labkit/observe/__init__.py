@@ -1,0 +1,6 @@
+"""Observability (roadmap step 3): a real Prometheus scraping real engines and a GPU exporter,
+dashboards as code, SLOs whose alerts are unit-tested, and an alert drill.
+
+    prometheus.py   start/stop a loopback Prometheus whose targets labkit adds and removes
+    query.py        the HTTP API's answers as rows (instant and range) for tables and plots
+"""

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "labkit.kvcache.cli",  # kvcache simulate / trace
     "labkit.engines.cli",  # serve
     "labkit.bench.cli",  # bench
+    "labkit.observe.cli",  # prom up / down / status / targets
     "labkit.portfolio.cli",  # portfolio build
 ]
 

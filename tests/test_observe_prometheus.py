@@ -76,3 +76,26 @@ def test_api_answers_become_float_rows():
     assert query.label(rng[0], "a") == "a=b"
     with pytest.raises(ValueError):
         query.instant_rows({"resultType": "matrix", "result": []})
+
+
+@needs_prometheus
+@pytest.mark.slow
+def test_prom_up_status_down_leaves_nothing_running(tmp_path, capsys):
+    from labkit import cli
+
+    d = str(tmp_path / "p")
+    assert cli.main(["prom", "--dir", d, "up", "--target", "self=127.0.0.1:1"]) == 0
+    state = __import__("json").loads((tmp_path / "p" / "state.json").read_text())
+    assert psutil.pid_exists(state["pid"]) and state["url"].startswith("http://127.0.0.1:")
+    assert cli.main(["prom", "--dir", d, "up"]) == 2  # one per folder: says so, starts none
+    assert "already running" in capsys.readouterr().err
+    assert cli.main(["prom", "--dir", d, "targets", "add", "other=127.0.0.1:2"]) == 0
+    time.sleep(6)  # discovery hands targets over in 5 s batches
+    assert cli.main(["prom", "--dir", d, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "self" in out and "other" in out and "down" in out  # nothing listens on :1 and :2
+    assert cli.main(["prom", "--dir", d, "down"]) == 0
+    time.sleep(0.5)
+    p = psutil.Process(state["pid"]) if psutil.pid_exists(state["pid"]) else None
+    assert p is None or p.status() == psutil.STATUS_ZOMBIE
+    assert cli.main(["prom", "--dir", d, "status"]) == 2  # no state left: says how to start

@@ -83,13 +83,14 @@ class Prometheus:
 
     def __init__(self, data_dir, *, port: int = 0, scrape_interval: str = "1s",
                  evaluation_interval: str = "1s", rule_files=(), binary: str | None = None,
-                 startup_timeout: float = 30.0):
+                 startup_timeout: float = 30.0, detach: bool = False):
         self.data_dir = Path(data_dir)
         self.port = port
         self.scrape_interval, self.evaluation_interval = scrape_interval, evaluation_interval
         self.rule_files = [Path(r) for r in rule_files]
         self.binary = binary or find_prometheus()
         self.startup_timeout = startup_timeout
+        self.detach = detach  # `labkit prom up`: outlive this process (`prom down` stops it)
         self.targets_file = self.data_dir / "targets.json"
         self.config_file = self.data_dir / "prometheus.yml"
         self.log_path = self.data_dir / "prometheus.log"
@@ -114,7 +115,8 @@ class Prometheus:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=process_tree.die_with_parent())
+                                     preexec_fn=None if self.detach
+                                     else process_tree.die_with_parent())
         log.close()
         self.url = f"http://127.0.0.1:{self.port}"
         self._wait_ready()

@@ -3,4 +3,7 @@ dashboards as code, SLOs whose alerts are unit-tested, and an alert drill.
 
     prometheus.py   start/stop a loopback Prometheus whose targets labkit adds and removes
     query.py        the HTTP API's answers as rows (instant and range) for tables and plots
+    gpu_exporter.py dcgm-exporter's metrics read through NVML; host metrics without a GPU
+    cli.py          `labkit prom up|down|status|targets` and `labkit exporter`
 """
+

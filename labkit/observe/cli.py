@@ -124,7 +124,29 @@ def cmd_targets(args) -> int:
     return 0
 
 
+def cmd_exporter(args) -> int:
+    from labkit.observe.gpu_exporter import serve
+
+    server, thread = serve(args.port, host=args.host)
+    print(f"GPU exporter on http://{args.host}:{server.server_port}/metrics "
+          "(dcgm-exporter names; Ctrl-C stops it)", flush=True)
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
 def register(sub) -> None:
+    from labkit.observe import gpu_exporter  # standard library only at import time
+
+    e = sub.add_parser("exporter", help="GPU metrics for Prometheus, dcgm-exporter's names "
+                       "(works without a GPU: host metrics and a 'no GPU' gauge)",
+                       description=gpu_exporter.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("--port", type=int, default=9400, help="port (dcgm-exporter's 9400; 0 = free)")
+    e.add_argument("--host", default="127.0.0.1", help="address (default loopback only)")
+    e.set_defaults(func=cmd_exporter)
     p = sub.add_parser("prom", help="a loopback Prometheus for your experiments (up/down/status)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default="runs/prometheus", help="data and state (default runs/prometheus)")

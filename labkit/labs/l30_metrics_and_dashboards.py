@@ -77,3 +77,29 @@ def ttft_rows(client: dict, server: dict) -> list[dict]:
              "p99_ms": lat["ttft_from_schedule"].get("p99")},
             {"source": "Prometheus histogram_quantile (server clock, interpolated)",
              "p50_ms": server["p50"], "p99_ms": server["p99"]}]
+
+
+def ttft_buckets(prom: Prometheus, start: float, end: float) -> tuple[list[float], list[float]]:
+    """The run's TTFT histogram: bucket upper bounds (s, +Inf last) and cumulative counts."""
+    window = f"{max(int(end - start) + 2, 5)}s"
+    rows = prom.query(f"sum by (le) (increase(vllm:time_to_first_token_seconds_bucket"
+                      f"[{window}]))", time=end)
+    pairs = sorted((float(r["metric"]["le"]), r["value"]) for r in rows)
+    return [b for b, _ in pairs], [c for _, c in pairs]
+
+
+def record_all(rec, obs: Observed, summary: dict, server_q: dict, start: float,
+               end: float) -> None:
+    """The lab's scalars in one place: client and server TTFT, the request counts."""
+    lat = summary["latency_ms"]
+    rec.scalar("requests_completed", summary["requests"]["completed"])
+    rec.scalar("requests_seen_by_prometheus", server_q["requests"],
+               note="increase of the TTFT histogram's _count over the run")
+    rec.scalar("client_ttft_p50_ms", round(lat["ttft"]["p50"], 2), unit="ms",
+               note="labkit bench, from the send")
+    rec.scalar("client_ttft_p99_ms", round(lat["ttft"]["p99"], 2), unit="ms",
+               note="labkit bench, from the send")
+    for p in ("p50", "p99"):
+        rec.scalar(f"prometheus_ttft_{p}_ms", round(server_q[p], 2), unit="ms",
+                   note="histogram_quantile over the run, server clock")
+    rec.scalar("load_seconds", round(end - start, 1), unit="s")

@@ -249,3 +249,20 @@ def test_a_held_request_waits_only_while_the_wait_saves_enough():
     assert fake_step(sched).seqs == [a, b]  # a: 40-71 (32), b: its first 8 after the hit
     assert b.num_cached_tokens == 40
     run_to_completion(sched)
+
+
+def test_fault_file_slows_every_step_while_it_exists(tmp_path):
+    import time
+
+    from labkit.engine.fault import FaultFile, set_fault
+
+    path = tmp_path / "fault"
+    f = FaultFile(str(path))
+    assert f.before_step() == 0.0  # no file: no delay
+    set_fault(path, 30)
+    t0 = time.perf_counter()
+    assert f.before_step() == 0.03 and time.perf_counter() - t0 >= 0.03
+    set_fault(path, None)
+    assert f.before_step() == 0.0 and not path.exists()
+    path.write_text("step_delay_ms=oops\n")  # garbage: no delay, no crash
+    assert f.before_step() == 0.0

@@ -44,6 +44,7 @@ class EngineConfig:
     num_threads: int | None = None  # torch threads on CPU; None = all cores
     prefill_threads: int | None = None  # for steps prefilling 64+ tokens; None = all cores
     cpu_gemm: str = "onednn"  # CPU float32 matmuls: weights packed once for oneDNN, or "torch"
+    fault_file: str | None = None  # alert drills: a file that makes every step slow (fault.py)
 
     def __post_init__(self):
         path = Path(self.model).expanduser()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.engine.config import EngineConfig
+from labkit.engine.fault import FaultFile
 from labkit.engine.model_runner import ModelRunner
 from labkit.engine.scheduler import Scheduler
 from labkit.engine.sequence import SamplingParams, Sequence
@@ -102,6 +103,7 @@ class LLMEngine:
                                    config.max_num_batched_tokens, config.policy,
                                    config.in_batch_prefix_caching)
         self.sequences: dict[str, Sequence] = {}  # unfinished requests by id
+        self.fault = FaultFile(config.fault_file) if config.fault_file else None
 
     # -- requests in ------------------------------------------------------------------------
     def add_request(self, prompt_token_ids: list[int], params: SamplingParams,
@@ -152,6 +154,8 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         batch = self.scheduler.schedule()
         outputs = []
+        if batch.seqs and self.fault:
+            self.fault.before_step()  # a drill's injected slowness (off unless --fault-file)
         if batch.seqs:
             seqs, tokens = self.runner.run(batch)
             now = time.monotonic()

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "blocked layout, as vLLM's CPU build does (default; faster at decode batch "
                    "sizes, more so on several threads; holds each weight twice); torch = plain "
                    "x @ W (MKL repacks the weight on every call; one copy in memory)")
+    p.add_argument("--fault-file", metavar="PATH",
+                   help="alert drills: while PATH holds 'step_delay_ms=N', every engine step "
+                   "sleeps N ms first (written and removed at run time; see engine/fault.py)")
     p.add_argument("--graceful-shutdown-s", type=float, default=10.0,
                    help="on SIGTERM/Ctrl-C, how long running requests may take to finish")
     return p
@@ -126,7 +129,8 @@ def make_engine_config(args):
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         kv_cache_tokens=args.kv_cache_tokens, device=args.device,
         max_model_len=args.max_model_len, dtype=args.dtype, num_threads=args.num_threads,
-        prefill_threads=args.prefill_threads, cpu_gemm=args.cpu_gemm)
+        prefill_threads=args.prefill_threads, cpu_gemm=args.cpu_gemm,
+        fault_file=args.fault_file)
 
 
 def serve(args) -> int:

@@ -6,6 +6,8 @@ dashboards as code, SLOs whose alerts are unit-tested, and an alert drill.
     gpu_exporter.py dcgm-exporter's metrics read through NVML; host metrics without a GPU
     dashboards.py   one panel list → Grafana JSON (checked against Grafana's model) and a PNG
                     drawn from the live Prometheus
+    slo.py          SLO spec (YAML) → recording rules and multi-window burn-rate alerts
+    promtool.py     `promtool check rules` / `test rules`, and the generated burn test suite
     cli.py          `labkit prom up|down|status|targets` and `labkit exporter`
 """
 

@@ -89,3 +89,25 @@ def test_a_broken_spec_names_the_problem(bad, message):
         slo.load_spec({"service": "x", "slos": [s]})
     with pytest.raises(UserError, match="missing field 'service'"):
         slo.load_spec({"slos": []})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_promtool() is None, reason="prometheus not installed")
+def test_the_drill_fires_and_resolves_on_the_teaching_engine(tmp_path):
+    from labkit.models import build_tiny_llama
+    from labkit.observe.drill import run_drill, timeline_figure
+
+    spec = {"service": "tiny-llama", "min_requests": 5, "slos": [
+        {"name": "ttft", "objective": 0.99,
+         "latency": {"histogram": "vllm:time_to_first_token_seconds", "threshold": 0.1}}]}
+    r = run_drill(tmp_path, str(build_tiny_llama(verbose=False)), spec, max_model_len=512,
+                  max_num_seqs=32, dtype="float32", baseline_s=6)
+    order = [e["event"] for e in r["timeline"]]
+    assert order == ["load started", "fault injected", "pending", "firing", "fault removed",
+                     "resolved"], r["timeline"]
+    t = {e["event"]: e["t_s"] for e in r["timeline"]}
+    assert t["firing"] - t["pending"] >= 3  # the scaled `for: 4s`, sampled once a second
+    assert r["resolved"] and r["requests"] > 30
+    assert "# DRILL" in (tmp_path / "slo_rules.yaml").read_text()
+    assert not (tmp_path / "fault").exists()  # the engine is left healthy
+    assert len(timeline_figure(r).axes) == 1

@@ -8,6 +8,7 @@ dashboards as code, SLOs whose alerts are unit-tested, and an alert drill.
                     drawn from the live Prometheus
     slo.py          SLO spec (YAML) → recording rules and multi-window burn-rate alerts
     promtool.py     `promtool check rules` / `test rules`, and the generated burn test suite
+    drill.py        the alert drill: fault in, page pending → firing, fault out, resolved
     cli.py          `labkit prom up|down|status|targets` and `labkit exporter`
 """
 

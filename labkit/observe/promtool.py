@@ -6,14 +6,15 @@
 
 The suite feeds each SLO a synthetic hour in which 20 % of requests are bad (burning a
 99 % objective's budget 20× — above the 14.4× page), then an hour in which none are, and
-expects, at fixed times: the fast page *pending* (its condition true, its `for` not yet
-passed), then *firing*, then *resolved* once the short window is clean — the life cycle an
+expects the fast page *pending* a minute after the low-traffic guard is met (its `for` not
+yet passed), *firing* at minute 30, and *resolved* at minute 80, the short window clean — the life cycle an
 on-call engineer sees. Exact values are wrapped in round(x, 0.001): promtool 2.42 compares
 floats exactly and has no fuzzy compare.
 """
 
 from __future__ import annotations
 
+import math
 import subprocess
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def run_tests(path) -> tuple[bool, str]:
 def burn_suite(spec: Spec, rules_file: str, le: dict[str, str] | None = None) -> dict:
     """promtool test-file content: per SLO, bad traffic for 60 min then clean traffic."""
     le = le or {}
+    # The condition turns true once the low-traffic guard is met (10 requests a minute)
+    # and two samples exist; a minute later the page is pending, its `for: 2m` not passed.
+    pending_at = f"{max(1, math.ceil(spec.min_requests / 10)) + 1}m"
     tests = []
     for slo in spec.slos:
         sel = f'service="{spec.service}",slo="{slo.name}"'
@@ -67,12 +71,12 @@ def burn_suite(spec: Spec, rules_file: str, le: dict[str, str] | None = None) ->
                  "eval_time": "30m",
                  "exp_samples": [{"labels": f"{{{sel}}}", "value": 0.2}]},
                 {"expr": f'ALERTS{{alertname="{fast}",alertstate="pending"}}',
-                 "eval_time": "3m",
+                 "eval_time": pending_at,
                  "exp_samples": [{"labels": "ALERTS{" + _labels(
                      {"alertname": fast, "alertstate": "pending", **labels}) + "}",
                      "value": 1}]}],
             "alert_rule_test": [
-                {"eval_time": "3m", "alertname": fast, "exp_alerts": []},  # pending only
+                {"eval_time": pending_at, "alertname": fast, "exp_alerts": []},  # pending only
                 {"eval_time": "30m", "alertname": fast,
                  "exp_alerts": [{"exp_labels": labels,
                                  "exp_annotations": annotations(spec, slo, 14.4, "1h", "5m")}]},

@@ -251,6 +251,8 @@ def cmd_run(args) -> int:
             continue
         st = run_lab(lab, run_dir, per_lab[lab.name], secret_env, timeout)
         results[lab.name] = st
+        if st["status"] == "completed":
+            _check_contract(lab, run_dir)
         where = (f" at notebook cell #{st['cell_index']} (In [{st['cell']}])"
                  if st.get("cell_index") is not None else "")
         msg = (f"✔ {lab.name} {st['seconds']} s" if st["status"] == "completed"
@@ -266,6 +268,20 @@ def cmd_run(args) -> int:
               f"`labkit run --resume {run_dir.name}`", file=sys.stderr)
     print(run_dir)
     return 1 if failed else 0
+
+
+def _check_contract(lab, run_dir: Path) -> None:
+    """Print and record (status.json "contract") whether the lab recorded what it declares."""
+    from labkit.portfolio import contract
+
+    problems = contract.check_lab_dir(lab, run_dir / lab.name)
+    status_path = run_dir / lab.name / "status.json"
+    status = runs.read_json(status_path, default={})
+    status["contract"] = {"holds": not problems, "problems": problems}
+    runs.atomic_write_json(status_path, status)
+    from tqdm import tqdm
+
+    tqdm.write("  " + contract.format_report({lab.name: problems}), file=sys.stderr)
 
 
 def _point_latest(run_dir: Path) -> None:

@@ -5,10 +5,12 @@ must leave in `<run>/<lab>/results.json`:
 
     "records": {"scalars": ["matmul_gflops"], "tables": ["labs"], "figures": ["roofline"],
                 "texts": [], "optional": ["gpu_*"],
-                "allowed_not_measured": {"peak_bf16_tflops": "no CUDA GPU"}}
+                "allowed_not_measured": {"peak_bf16_tflops": "no CUDA GPU"},
+                "hero": "roofline"}
 
 - a name in scalars/tables/figures/texts must be recorded under that kind, or be
   `not_measured` with a reason that contains the allowed substring for that name;
+- `hero` names the figure the portfolio's index may lead with (labkit.portfolio.highlights);
 - `optional` names (a trailing or inner `*` is a pattern) may be read by the template but
   need not appear on the CPU tier (GPU-only results, results behind a parameter).
 
@@ -39,10 +41,10 @@ class Contract:
     @classmethod
     def from_metadata(cls, lab: str, records: dict | None) -> Contract:
         records = records or {}
-        unknown = set(records) - set(KINDS) - {"optional", "allowed_not_measured"}
+        unknown = set(records) - set(KINDS) - {"optional", "allowed_not_measured", "hero"}
         if unknown:
             raise ValueError(f"lab {lab}: labkit.records has unknown key(s) {sorted(unknown)}; "
-                             f"allowed: {', '.join(KINDS)}, optional, allowed_not_measured")
+                             f"allowed: {', '.join(KINDS)}, optional, allowed_not_measured, hero")
         return cls(lab, {k: list(records.get(k, [])) for k in KINDS},
                    list(records.get("optional", [])),
                    dict(records.get("allowed_not_measured", {})))

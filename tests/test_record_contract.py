@@ -125,3 +125,10 @@ def test_labs_run_by_nbval_keep_their_record_contract(request):
     problems = contract.check_run(request.config.labkit_nbval_run_dir, ran)
     broken = {lab: p for lab, p in problems.items() if p}
     assert not broken, contract.format_report(broken)
+
+
+@pytest.mark.parametrize("lab", LABS, ids=[lab.name for lab in LABS])
+def test_a_declared_hero_figure_is_a_required_figure(lab):
+    hero = lab.records.get("hero")
+    if hero:  # the index leads with it: a CPU run must have it
+        assert hero in contract.contract_of(lab).required["figures"]

@@ -183,7 +183,7 @@ def build(run_dir, out_dir: Path, templates: Path = TEMPLATES) -> list[Path]:
                                 values)
         tpl = f"{view.name}.md.j2" if (templates / f"{view.name}.md.j2").exists() else "_lab.md.j2"
         ctx = {"lab": view, **common}
-        view.headline = highlights.render_block(env, tpl, "headline", ctx)
+        view.headline = highlights.headline(env, tpl, ctx)
         view.built = highlights.render_block(env, tpl, "built", ctx) or view.title
         md = env.get_template(tpl).render(**ctx)
         pages.append((view.page, secrets.redact_text(md, values)))
@@ -192,13 +192,24 @@ def build(run_dir, out_dir: Path, templates: Path = TEMPLATES) -> list[Path]:
     index = env.get_template("index.md.j2").render(
         labs=views, tiers=tiers, hero=highlights.hero(views),
         limitations=highlights.limitations([v for v in views if v.status != "not run"]),
-        max_headlines=highlights.MAX_HEADLINES, runs_merged=len(run_dirs), **_common(run))
+        max_headlines=highlights.MAX_HEADLINES, runs_merged=len(run_dirs),
+        machines=_machines(run_dirs), **_common(run))
     index = secrets.redact_text(index, values)
     written = [runs.atomic_write_text(out_dir / "README.md", index)]
     written += [runs.atomic_write_text(out_dir / f"{n}.md", md) for n, md in pages]
     html = render_html([("index", index)] + pages, out_dir, env, run, titles)
     written.append(runs.atomic_write_text(out_dir / "portfolio.html", html))
     return written
+
+
+def _machines(run_dirs: list[Path]) -> list[dict]:
+    """Each merged run's id, tier and hardware, for the index."""
+    out = []
+    for d in run_dirs:
+        r = runs.read_json(d / "run.json", default={}) or {}
+        out.append({"run_id": r.get("run_id", d.name), "tier": tier_of(r),
+                    "hardware": hardware_line(r), "profile": r.get("profile", "?")})
+    return out
 
 
 def _common(run: dict) -> dict:

@@ -25,6 +25,13 @@ def render_block(env, template: str, block: str, context: dict) -> str:
     return "".join(tpl.blocks[block](tpl.new_context(context))).strip()
 
 
+def headline(env, template: str, context: dict) -> str:
+    """The template's headline sentence, or '' when it lacks its number on this run (a
+    headline that says "not measured" is a limitation, listed as one, not a result)."""
+    text = render_block(env, template, "headline", context)
+    return "" if "not measured" in text else text
+
+
 def _is_modelled(name: str, entry) -> str:
     """The reason a result is modelled rather than measured, or ''."""
     words = (entry.get("note") or entry.get("caption") or "") if isinstance(entry, dict) else ""

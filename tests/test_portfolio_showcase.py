@@ -101,3 +101,57 @@ def test_a_cpu_and_a_gpu_run_merge_and_every_figure_says_its_tier(cpu_run, tmp_p
     assert "[Orientation: machine, tiers, roofline](00_orientation-gpu.md)" in index
     html = (out / "portfolio.html").read_text()
     assert 'href="#00_orientation-gpu">Orientation: machine, tiers, roofline (GPU)</a>' in html
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _artifacts_dir():
+    import os
+    import tempfile
+    from pathlib import Path
+
+    d = Path(os.environ.get("LABKIT_ARTIFACTS_DIR") or Path(tempfile.gettempdir()) / "labkit-artifacts")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def test_portfolio_html_shows_headline_and_figures_in_a_real_browser(cpu_run, tmp_path):
+    import os
+
+    from labkit.errors import under_ci
+
+    if not os.path.exists(CHROMIUM):
+        if under_ci():
+            pytest.fail(f"{CHROMIUM} missing: scripts/bootstrap.sh installs it (apt-get chromium)")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    out = tmp_path / "site"
+    build(cpu_run, out)
+    shots = _artifacts_dir()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto((out / "portfolio.html").as_uri())
+            index = page.locator("section#index")
+            assert index.get_by_role("heading", name="Headline results").is_visible()
+            assert "My matmul reached 12.5 GFLOP/s" in index.inner_text()
+            # figures are data: URIs; a broken one has naturalWidth 0
+            widths = index.locator("img").evaluate_all("els => els.map(e => e.naturalWidth)")
+            assert widths and min(widths) > 0
+            index.screenshot(path=str(shots / "portfolio-index.png"))
+            lab = page.locator("section#\\30 0_orientation")  # CSS escape of a leading digit
+            lab.scroll_into_view_if_needed()
+            assert "Result: My matmul reached 12.5 GFLOP/s" in lab.inner_text()
+            widths = lab.locator("img").evaluate_all("els => els.map(e => e.naturalWidth)")
+            assert widths and min(widths) > 0
+            lab.screenshot(path=str(shots / "portfolio-00_orientation.png"))
+            page.get_by_role("link", name="Orientation: machine, tiers, roofline").first.click()
+        finally:
+            browser.close()
+    for name in ("portfolio-index.png", "portfolio-00_orientation.png"):
+        assert (shots / name).stat().st_size > 10_000
+    print(f"screenshots kept in {shots}")

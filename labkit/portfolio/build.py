@@ -24,6 +24,7 @@ from labkit import runs, secrets
 from labkit.labs import PROJECT_ROOT
 from labkit.portfolio import highlights
 from labkit.portfolio.evidence import publish, tier_of
+from labkit.portfolio.references import reference
 
 TEMPLATES = PROJECT_ROOT / "portfolio_templates"
 NOT_MEASURED = "*not measured in this run*"
@@ -99,6 +100,11 @@ class LabView:
         cap = f.get("caption") or name
         where = f"measured on the {self.tier} tier, run `{self.run.get('run_id', '?')}`"
         return f"![{cap}](figures/{self.page}/{Path(f['path']).name})\n\n_{cap}_ ({where})"
+
+    @property
+    def limitations(self) -> list[dict]:
+        """This page's not_measured and modelled results (labkit.portfolio.highlights)."""
+        return highlights.limitations([self])
 
     @property
     def evidence_links(self) -> str:
@@ -214,7 +220,7 @@ def _machines(run_dirs: list[Path]) -> list[dict]:
 
 def _common(run: dict) -> dict:
     return {"run": run, "hardware": hardware_line(run), "versions": versions_line(run),
-            "not_measured": NOT_MEASURED, "tier": tier_of(run)}
+            "not_measured": NOT_MEASURED, "tier": tier_of(run), "reference": reference}
 
 
 def render_html(pages: list[tuple[str, str]], out_dir: Path, env, run: dict,

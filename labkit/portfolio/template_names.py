@@ -103,7 +103,8 @@ def _src(expr) -> str:
 
 
 def names_read(template: Path, env=None) -> set[str]:
-    """Every record name (or `*` pattern) `template` and the templates it includes read."""
+    """Every record name (or `*` pattern) `template` and the templates it includes or
+    extends read."""
     import jinja2
     from jinja2 import nodes
 
@@ -119,7 +120,7 @@ def names_read(template: Path, env=None) -> set[str]:
             if not call.args:
                 raise Unresolvable(f"{template.name}: lab.{f.attr}() without a name")
             names |= _resolve(call.args[0], ctx)
-    for inc in tree.find_all(nodes.Include):
+    for inc in [*tree.find_all(nodes.Include), *tree.find_all(nodes.Extends)]:
         if isinstance(inc.template, nodes.Const):
             names |= names_read(template.parent / inc.template.value, env)
     names.discard(RECORDED)

@@ -132,3 +132,17 @@ def test_a_declared_hero_figure_is_a_required_figure(lab):
     hero = lab.records.get("hero")
     if hero:  # the index leads with it: a CPU run must have it
         assert hero in contract.contract_of(lab).required["figures"]
+
+
+def test_lab21_engine_failure_turned_not_measured_breaks_its_contract():
+    # Lab 21's cell turns an engine failure into not_measured (so a learner's page says why);
+    # its contract allows no reason for the TTFT it measures on the CPU tier, so CI fails.
+    lab21 = labs.select(["21"])[0]
+    c = contract.contract_of(lab21)
+    res = {kind: {n: {"value": 1} for n in names} for kind, names in c.required.items()}
+    res["not_measured"] = {}
+    assert c.check(res) == []
+    del res["scalars"]["ttft_p50_ms_radix"]
+    res["not_measured"]["ttft_p50_ms_radix"] = ("the teaching engine with --prefix-cache radix "
+                                                "failed: ServerStartError: exited with 1")
+    assert any("'ttft_p50_ms_radix' is not_measured" in p for p in c.check(res))

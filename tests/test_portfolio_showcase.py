@@ -60,6 +60,12 @@ def test_index_leads_with_headline_hero_built_and_limitations(cpu_run, tmp_path)
     lim = index.split("## Limitations of this run", 1)[1].split("##", 1)[0]
     assert "`peak_bf16_tflops`: no datasheet peak for this CPU" in lim
     assert "**modelled**" in lim and "`modelled_h100_ms`" in lim
+    page = (out / "00_orientation.md").read_text()  # each page lists its own gaps too
+    assert "- **not measured**: `peak_bf16_tflops` — no datasheet peak for this CPU" in page
+    assert "**Result:** My matmul reached 12.5 GFLOP/s" in page
+    assert page.index("## The question") < page.index("## Evidence") < page.index(
+        "## Measured here vs published reference") < page.index("**Reproduce:**")
+    assert "989 TFLOP/s (H100 SXM dense BF16 peak; source: NVIDIA H100 datasheet)" in page
     html = (out / "portfolio.html").read_text()
     assert '<a href="#00_orientation">Orientation: machine, tiers, roofline</a>' in html
 

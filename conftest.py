@@ -19,9 +19,9 @@ collect_ignore_glob = ["tests/data/*"]
 # notebook nbval runs records into one known run directory (NBVAL_RUN_DIR), each notebook's
 # cell outcomes are noted, and tests/test_record_contract.py's check of those results is
 # moved to the very end of the session (labkit.portfolio.contract).
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 NBVAL_RUN_DIR = Path(os.environ["LABKIT_RUNS_DIR"]) / "nbval"
 CONTRACT_CHECK = "test_labs_run_by_nbval_keep_their_record_contract"

@@ -12,8 +12,8 @@ order. Each notebook carries a `labkit` block in its metadata:
      "records": {"scalars": ["matmul_gflops"], "figures": ["roofline"], ...}}
 
 `records` is the lab's record contract (labkit.portfolio.contract): what a CPU-tier run must
-record, checked in CI. `labkit doctor` evaluates those requirements against this machine; `labkit run` reads the
-cell tagged `parameters` to validate overrides before anything starts.
+record, checked in CI. `labkit doctor` evaluates those requirements against this machine;
+`labkit run` reads the cell tagged `parameters` to validate overrides before anything starts.
 """
 
 from __future__ import annotations

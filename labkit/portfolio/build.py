@@ -17,7 +17,6 @@ import base64
 import json
 import re
 import shlex
-import shutil
 from pathlib import Path
 
 from labkit import runs, secrets

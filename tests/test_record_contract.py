@@ -147,3 +147,19 @@ def test_lab21_engine_failure_turned_not_measured_breaks_its_contract():
     res["not_measured"]["ttft_p50_ms_radix"] = ("the teaching engine with --prefix-cache radix "
                                                 "failed: ServerStartError: exited with 1")
     assert any("'ttft_p50_ms_radix' is not_measured" in p for p in c.check(res))
+
+
+def test_a_drafted_contract_holds_on_the_run_it_came_from(tmp_path, monkeypatch):
+    from labkit.portfolio.contract_suggest import suggest
+
+    monkeypatch.setenv(runs.RUN_DIR_ENV, str(tmp_path / "r"))
+    rec = runs.lab("00_orientation")
+    rec.scalar("matmul_gflops", 3.0)
+    rec.table("labs", [{"lab": "00"}])
+    lab00 = labs.select(["00"])[0]
+    draft = suggest(tmp_path / "r", lab00)
+    assert draft["scalars"] == ["matmul_gflops"] and draft["tables"] == ["labs"]
+    assert "copy_gbs" in draft["optional"]  # the template reads it, this run did not record it
+    c = contract.Contract.from_metadata("00_orientation", draft)
+    assert c.check(runs.read_json(tmp_path / "r" / "00_orientation" / "results.json")) == []
+    assert all(c.covers(n) for n in names_read(TEMPLATES / "00_orientation.md.j2"))

@@ -309,6 +309,8 @@ def cmd_run(args) -> int:
             continue
         st = run_lab(lab, run_dir, per_lab[lab.name], secret_env, timeout)
         results[lab.name] = st
+        if st["status"] == "completed":
+            _check_contract(lab, run_dir)
         where = (f" at notebook cell #{st['cell_index']} (In [{st['cell']}])"
                  if st.get("cell_index") is not None else "")
         msg = (f"✔ {lab.name} {st['seconds']} s" if st["status"] == "completed"
@@ -335,6 +337,20 @@ def _gpu_count() -> int:
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     except ImportError:
         return 0
+
+
+def _check_contract(lab, run_dir: Path) -> None:
+    """Print and record (status.json "contract") whether the lab recorded what it declares."""
+    from labkit.portfolio import contract
+
+    problems = contract.check_lab_dir(lab, run_dir / lab.name)
+    status_path = run_dir / lab.name / "status.json"
+    status = runs.read_json(status_path, default={})
+    status["contract"] = {"holds": not problems, "problems": problems}
+    runs.atomic_write_json(status_path, status)
+    from tqdm import tqdm
+
+    tqdm.write("  " + contract.format_report({lab.name: problems}), file=sys.stderr)
 
 
 def _point_latest(run_dir: Path) -> None:

@@ -40,6 +40,8 @@ RUN_DIR_ENV = "LABKIT_RUN_DIR"  # the current run, set by `labkit run` for each 
 
 # --- atomic writes -------------------------------------------------------------------------
 
+FILE_MODE = 0o644  # rw-r--r--: what the owner writes, everyone may read
+
 def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:
     """Write to a temp file in the same directory, fsync, then rename over the target.
 
@@ -50,6 +52,9 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; results and portfolio pages are meant to be shared
+        # (a web server, a colleague's account), so readable by all like any file cp makes.
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

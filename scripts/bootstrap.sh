@@ -73,3 +73,15 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     echo "      sudo apt-get install prometheus   or   conda install -c conda-forge prometheus" >&2
   fi
 fi
+
+# The portfolio's screenshot test renders portfolio.html in headless Chromium, driven by
+# Playwright (test extra) with executable_path: `playwright install` needs the network.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing chromium (apt-get) for the portfolio screenshot test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: chromium not found; the portfolio screenshot test will be skipped." >&2
+    echo "      sudo apt-get install chromium" >&2
+  fi
+fi

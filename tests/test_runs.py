@@ -72,3 +72,9 @@ def test_resolve_run_dir_explains_what_exists(tmp_path, monkeypatch):
     assert runs.resolve_run_dir("20260101-000000-cpu") == tmp_path / "20260101-000000-cpu"
     with pytest.raises(UserError, match="20260101-000000-cpu"):
         runs.resolve_run_dir("nope")
+
+
+def test_written_files_are_readable_by_all(tmp_path):
+    # mkstemp alone would leave 0600: a results.json or page nobody else can read.
+    p = runs.atomic_write_json(tmp_path / "sub" / "results.json", {"a": 1})
+    assert p.stat().st_mode & 0o777 == 0o644

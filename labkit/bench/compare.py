@@ -110,6 +110,7 @@ def measure_config(spec: ConfigSpec, model: str, base_knobs: dict, bench: BenchC
     (num_requests, slo, api, tokenizer...); base_url and model come from the running server.
     """
     from labkit.engines import ServerStartError, serve
+    from labkit.errors import under_ci
 
     knobs = {**(base_knobs.get(spec.engine) or {}), **spec.knobs}
     model = knobs.pop("model", model)
@@ -124,6 +125,8 @@ def measure_config(spec: ConfigSpec, model: str, base_knobs: dict, bench: BenchC
         server = serve(spec.engine, model=model, port=None, log_dir=out_dir / "server",
                        timeout=startup_timeout, **knobs)
     except ServerStartError as e:
+        if under_ci():  # in CI a server that does not start is a failure, not a gap
+            raise
         result["not_measured"] = f"the server did not start: {e.cause} (log: {e.log_path})"
         return result
     load_before = load_average()

@@ -8,10 +8,12 @@ A lab is `labs/NN_topic.ipynb`. The number is its place in the roadmap (00 orien
 order. Each notebook carries a `labkit` block in its metadata:
 
     {"title": "Orientation", "step": 0,
-     "requires": {"cpu": ["torch"], "gpu": ["torch", "cuda_gpu"]}}
+     "requires": {"cpu": ["torch"], "gpu": ["torch", "cuda_gpu"]},
+     "records": {"scalars": ["matmul_gflops"], "figures": ["roofline"], ...}}
 
-`labkit doctor` evaluates those requirements against this machine; `labkit run` reads the
-cell tagged `parameters` to validate overrides before anything starts.
+`records` is the lab's record contract (labkit.portfolio.contract): what a CPU-tier run must
+record, checked in CI. `labkit doctor` evaluates those requirements against this machine;
+`labkit run` reads the cell tagged `parameters` to validate overrides before anything starts.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Lab:
     title: str = ""
     step: int = 0
     requires: dict[str, list[str]] = field(default_factory=dict)
+    # The record contract: what a CPU-tier run must record (labkit.portfolio.contract).
+    records: dict = field(default_factory=dict)
 
     @property
     def number(self) -> str:
@@ -56,7 +60,8 @@ def all_labs() -> list[Lab]:
     for p in sorted(labs_dir().glob("[0-9][0-9]_*.ipynb")):
         meta = json.loads(p.read_text()).get("metadata", {}).get("labkit", {})
         labs.append(Lab(name=p.stem, path=p, title=meta.get("title", p.stem),
-                        step=int(meta.get("step", 0)), requires=meta.get("requires", {})))
+                        step=int(meta.get("step", 0)), requires=meta.get("requires", {}),
+                        records=meta.get("records", {})))
     return labs
 
 

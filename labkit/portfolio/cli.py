@@ -1,4 +1,4 @@
-"""`labkit portfolio build RUN_DIR [--out DIR]`."""
+"""`labkit portfolio build RUN_DIR [RUN_DIR …] [--out DIR]`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ def cmd_build(args) -> int:
     from labkit import runs
     from labkit.portfolio.build import build
 
-    run_dir = runs.resolve_run_dir(args.run)
-    out = Path(args.out) if args.out else Path("portfolio") / run_dir.name
-    pages = build(run_dir, out)
+    run_dirs = [runs.resolve_run_dir(r) for r in args.run]
+    name = "+".join(d.name for d in run_dirs)
+    out = Path(args.out) if args.out else Path("portfolio") / name
+    pages = build(run_dirs if len(run_dirs) > 1 else run_dirs[0], out)
     for p in pages:
         print(p)
     return 0
@@ -30,9 +31,13 @@ def register(sub) -> None:
         "and a single self-contained portfolio.html with the figures embedded. Every number "
         "comes from the run's results.json; a result the run did not record is shown as "
         "'not measured in this run', never invented. Each page lists the hardware, the "
-        "versions and the exact command that reproduces it.",
+        "versions and the exact command that reproduces it. Several runs (e.g. a CPU run and "
+        "a GPU run copied back from a rented box) merge into one portfolio; every page and "
+        "figure says which tier measured it.",
         epilog="examples:\n  labkit portfolio build runs/latest\n"
-        "  labkit portfolio build 20261127-101500-cpu --out ~/site/labkit")
-    b.add_argument("run", metavar="RUN_DIR", help="run directory, run id, or 'latest'")
-    b.add_argument("--out", metavar="DIR", help="output folder (default portfolio/<run-id>)")
+        "  labkit portfolio build 20261127-101500-cpu --out ~/site/labkit\n"
+        "  labkit portfolio build latest runs/20261128-090000-h100   CPU + GPU in one")
+    b.add_argument("run", metavar="RUN_DIR", nargs="+",
+                   help="run directory, run id, or 'latest'; several merge into one portfolio")
+    b.add_argument("--out", metavar="DIR", help="output folder (default portfolio/<run-id>[+<run-id>…])")
     b.set_defaults(func=cmd_build)

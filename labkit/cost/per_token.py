@@ -11,6 +11,15 @@ Example: one H100 at $6.88/h (AWS p5.48xlarge on demand, $55.04 / 8 GPUs, SkyPil
 catalog v8) that sustains 2,000 output tok/s within the SLO costs
 6.88 / (2000 × 3600) × 1e6 = $0.956 per 1M output tokens.
 
+Two conventions, and a figure must say which it uses:
+
+    output  $/1M *output* tokens: all instance time is charged to the tokens generated
+            (vLLM/SGLang blog convention; what `cost_per_million_tokens` returns)
+    total   $/1M tokens *processed*, prompt + output: the time is spread over both. On a
+            prompt-heavy workload (shared-prefix: 1,000-token prompts, 64-token answers) this
+            is far lower than the output figure, and it is the one to compare with an API
+            price list that bills input and output tokens together.
+
 A saving is always relative: config B "cuts cost by X %" vs baseline A when
 X = (1 − cost_B / cost_A) × 100. Same price and GPU count on both sides, X is the
 throughput ratio in disguise: 1 − tok_A / tok_B.
@@ -40,6 +49,21 @@ def cost_per_million_tokens(price_per_hour: float, output_tok_per_s: float,
         raise ValueError(f"price_per_hour must be ≥ 0 and gpus ≥ 1, got {price_per_hour}, {gpus}")
     dollars_per_second = price_per_hour * gpus / SECONDS_PER_HOUR
     return dollars_per_second / output_tok_per_s * 1e6
+
+
+CONVENTIONS = ("output", "total")
+
+
+def cost_per_million(price_per_hour: float, output_tok_per_s: float, gpus: int = 1,
+                     prompt_tok_per_s: float = 0.0, convention: str = "output") -> float:
+    """$/1M tokens in the named convention ("output" or "total"; see the module docstring)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if convention == "output":
+        return cost_per_million_tokens(price_per_hour, output_tok_per_s, gpus)
+    if prompt_tok_per_s < 0:
+        raise ValueError(f"prompt_tok_per_s must be >= 0, got {prompt_tok_per_s!r}")
+    return cost_per_million_tokens(price_per_hour, output_tok_per_s + prompt_tok_per_s, gpus)
 
 
 def saving_percent(baseline_cost: float, candidate_cost: float) -> float:

@@ -30,7 +30,8 @@ COMMAND_MODULES = [
     "labkit.kvcache.cli",  # kvcache simulate / trace
     "labkit.engines.cli",  # serve
     "labkit.bench.cli",  # bench
-    "labkit.observe.cli",  # prom up / down / status / targets
+    "labkit.observe.cli",  # prom up / down / status / targets, exporter
+    "labkit.cost.cli",  # cost prices / per-token / monthly / spot
     "labkit.portfolio.cli",  # portfolio build
 ]
 

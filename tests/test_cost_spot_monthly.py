@@ -75,3 +75,33 @@ def test_monthly_spend_by_hand():
     with pytest.raises(UserError, match="capacity_tok_s must be a positive"):
         monthly.monthly_spend(t, monthly.Fleet(0.0, 4.29))
     assert math.isclose(m["utilisation_at_peak"], 2000 / 2500)
+
+
+def test_quantization_memory_is_arithmetic_and_speed_is_labelled_modelled():
+    from labkit.cost import quantization as q
+
+    assert q.kv_bytes_per_token(32, 8, 128, "bf16") == 128 * 1024  # Llama-3.1-8B: 128 KiB
+    assert q.weight_bytes(8e9, "fp8") == 8e9 and q.weight_bytes(8e9, "bf16") == 16e9
+    # 80 GiB × 0.9, minus 16 GB of bf16 weights, over 128 KiB per token
+    assert q.kv_tokens_that_fit(80, 8e9, "bf16", 32, 8, 128) == \
+        int((80 * 2**30 * 0.9 - 16e9) // (128 * 1024))
+    m = q.modelled_capacity(1000.0, "fp8")
+    assert m["kind"] == "modelled" and m["tok_s"] == pytest.approx(1390.0) and "H100" in m["source"]
+    with pytest.raises(UserError, match="known: bf16"):
+        q.weight_bytes(1, "fp6")
+
+
+def test_cost_cli_prints_the_formulas_results(capsys):
+    from labkit import cli
+
+    assert cli.main(["cost", "per-token", "--price", "6.88", "--tok-s", "2000"]) == 0
+    assert "$0.9556 per 1M output tokens" in capsys.readouterr().out
+    assert cli.main(["cost", "spot", "--checkpoint-min", "5", "--mtbf-h", "24"]) == 0
+    assert "Young 120.0 min, Daly 116.7 min" in capsys.readouterr().out
+    assert cli.main(["cost", "monthly", "--requests-per-day", "864000", "--output-tokens",
+                     "100", "--capacity", "500", "--price", "4.29", "--headroom", "0.25"]) == 0
+    assert "5 replica(s)" in capsys.readouterr().out
+    assert cli.main(["cost", "prices", "--gpu", "H200"]) == 0
+    out = capsys.readouterr().out
+    assert "p5en.48xlarge" in out and "1x_H200" in out and "p5.48xlarge" not in out
+    assert cli.main(["cost", "per-token", "--price", "6.88", "--tok-s", "0"]) == 2

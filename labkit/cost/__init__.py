@@ -1,7 +1,13 @@
-"""Cost: turn measured throughput into dollars.
+"""Cost (roadmap step 4): turn measured throughput into dollars, and say what is modelled.
 
-    per_token.py   $/1M output tokens at the throughput that still meets the SLO, the
-                   saving of one config against another, and the sentence that states it
-
-The cost issue deepens this package (price catalog, monthly spend, spot, quantization).
+    per_token.py     $/1M tokens at the throughput that still meets the SLO (output-only and
+                     prompt + output conventions), savings, and the sentence that states them
+    catalog.py       the price catalog (SkyPilot's shape, sourced rows, a CPU-tier row),
+                     read by header, validated with messages that name the fix
+    data/prices.csv  the shipped catalog
+    monthly.py       traffic profile → replicas at peak with headroom → $/month, sensitivity
+    spot.py          Young and Daly checkpoint intervals, spot traces, a Monte Carlo of a
+                     preemptible job, spot replicas for serving
+    quantization.py  weight and KV memory (exact) and speed-ups (modelled from cited figures)
+    cli.py           `labkit cost prices|per-token|monthly|spot`
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 from labkit.checks import check_cases
@@ -19,3 +20,15 @@ def check_cost_per_million(fn) -> int:
     cases += [(round(rng.uniform(0.2, 12), 4), rng.choice([1, 2, 4, 8]),
                rng.uniform(1, 20000)) for _ in range(20)]
     return check_cases("cost_per_million", fn, _reference, cases, rel=1e-9)
+
+
+def _reference_replicas(peak_output_tok_s, capacity_tok_s, headroom):
+    return max(1, math.ceil(peak_output_tok_s * (1 + headroom) / capacity_tok_s - 1e-9))
+
+
+def check_replicas(fn) -> int:
+    """replicas(peak_output_tok_s, capacity_tok_s, headroom): whole replicas, never 0."""
+    cases = [(2000.0, 500.0, 0.25), (2000.0, 500.0, 0.0), (10.0, 500.0, 0.2),
+             (1000.0, 333.3, 0.1), (4999.0, 1000.0, 0.0), (5001.0, 1000.0, 0.0),
+             (1.0, 1e6, 0.5)]
+    return check_cases("replicas", fn, _reference_replicas, cases)

@@ -17,6 +17,8 @@ import os
 import re
 from typing import Any, Iterable
 
+from labkit.atomic import atomic_write_text
+
 # A name is split into words at `_`, `-`, `.`; it looks secret if a word is one of these or
 # ends with one (HF_TOKEN, OPENAI_API_KEY, apikey, db_password, AWS_SECRET_ACCESS_KEY).
 # Plurals such as `max_tokens` are counts, not credentials, and stay ordinary parameters.
@@ -80,8 +82,6 @@ def safe_environ() -> dict[str, str]:
 
 def redact_file(path: os.PathLike | str, values: Iterable[str]) -> bool:
     """Redact secret values inside a text file in place (atomically). True if it changed."""
-    from labkit.runs import atomic_write_text  # late import: runs imports this module
-
     values = list(values)
     if not values:
         return False

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from labkit.distributed import cli
-from labkit.distributed.nccl_diagnose import diagnose
-from labkit.distributed.nccl_log import (format_summary, parse_nccl_log, transport_kind,
-                                         tuning_summary)
+from labkit.distributed.nccl_diagnose import diagnose, format_summary
+from labkit.distributed.nccl_log import parse_nccl_log, transport_kind, tuning_summary
 from labkit.errors import UserError
 
 DATA = Path(__file__).parent / "data" / "nccl"

@@ -132,12 +132,13 @@ def collectives_command(args) -> int:
 
 
 def nccl_log_command(args) -> int:
-    from labkit.distributed.nccl_log import format_summary, parse_nccl_log
+    from labkit.distributed.nccl_diagnose import format_summary, report
+    from labkit.distributed.nccl_log import parse_nccl_log
 
     if not args.file.is_file():
         raise UserError(f"{args.file} is not a file; pass the path of an NCCL_DEBUG=INFO log")
     log = parse_nccl_log(args.file.read_text(errors="replace"))
-    print(json.dumps(log.to_dict(), indent=2) if args.json else format_summary(log))
+    print(json.dumps(report(log), indent=2) if args.json else format_summary(log))
     return 0
 
 

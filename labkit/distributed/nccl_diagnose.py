@@ -1,4 +1,5 @@
-"""Turn a parsed NCCL log (nccl_log.py) into plain-language links and things to check.
+"""Turn a parsed NCCL log (nccl_log.py) into plain-language links and things to check, and
+the summary `labkit nccl-log` prints. The parser knows nothing of this module (no cycle).
 
 Each rule encodes one classic multi-GPU performance problem and the knob or check that
 usually explains it. They are hints, not verdicts: the log shows what NCCL chose, not why.
@@ -6,6 +7,7 @@ usually explains it. They are hints, not verdicts: the log shows what NCCL chose
 
 from __future__ import annotations
 
+from labkit.distributed import nccl_log
 from labkit.distributed.nccl_log import NcclLog
 
 NET_KINDS = ("NET/IB", "NET/Socket")
@@ -146,3 +148,42 @@ def diagnose(log: NcclLog) -> list[str]:
         hints.append("no TUNING lines: add TUNING to NCCL_DEBUG_SUBSYS to see which "
                      "algorithm/protocol NCCL picks per message size.")
     return hints
+
+
+def report(log: NcclLog) -> dict:
+    """The parsed log as a dict, with the diagnostics (what `labkit nccl-log --json` prints)."""
+    return {**log.to_dict(), "diagnostics": diagnose(log)}
+
+
+def format_summary(log: NcclLog) -> str:
+    """What a learner needs from the log, in plain words, plus what to check next."""
+    if log.lines == 0:
+        return ("no NCCL lines found: was the job run with NCCL_DEBUG=INFO? Lines look like "
+                "'host:pid:tid [0] NCCL INFO ...'")
+    head = f"NCCL {log.version or '?'}"
+    head += f" (built for CUDA {log.cuda})" if log.cuda else ""
+    head += f", CUDA driver {log.cuda_driver}" if log.cuda_driver else ""
+    lines = [head]
+    hosts = log.hosts()
+    if hosts:
+        lines.append(f"ranks {nccl_log.ranges(log.ranks)} of {log.nranks} on {len(hosts)} node(s)"
+                     + ("" if log.nnodes in (None, len(hosts))
+                        else f" (NCCL counted {log.nnodes} nodes: logs of some are missing)"))
+        for host, ranks in hosts.items():
+            devs = nccl_log.ranges(log.ranks[r]["cuda_dev"] for r in ranks)
+            lines.append(f"  {host}: ranks {nccl_log.ranges(ranks)} on GPUs {devs}")
+    elif log.init_started:
+        lines.append(f"ranks {nccl_log.ranges(log.init_started)} of {log.nranks} started init; "
+                     "none logged Init COMPLETE")
+    lines += describe_links(log)
+    for coll, choices in nccl_log.tuning_summary(log).items():
+        lines.append(f"{coll}: " + "; ".join(choices))
+    if log.env:
+        lines.append("set by environment: " + ", ".join(f"{k}={v}" for k, v in log.env.items()))
+    lines.append(f"warnings: {len(log.warnings)}")
+    for w in log.warnings[:10]:
+        lines.append(f"  WARN {w['host']} [{w['dev']}] {w['message']}")
+    problems = diagnose(log)
+    lines.append("diagnostics:" if problems else "diagnostics: nothing suspicious found")
+    lines += [f"  - {p}" for p in problems]
+    return "\n".join(lines)

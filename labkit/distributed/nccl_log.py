@@ -106,9 +106,6 @@ class NcclLog:
         d["network"] = sorted(self.network)
         d["transports"] = dict(self.transports())
         d["hosts"] = self.hosts()
-        from labkit.distributed.nccl_diagnose import diagnose
-
-        d["diagnostics"] = diagnose(self)
         return d
 
 
@@ -196,7 +193,7 @@ def parse_nccl_log(text: str) -> NcclLog:
     return log
 
 
-def _ranges(numbers) -> str:
+def ranges(numbers) -> str:
     """[0,1,2,3,8] -> '0-3,8'."""
     nums, out = sorted(set(numbers)), []
     for n in nums:
@@ -228,39 +225,3 @@ def tuning_summary(log: NcclLog) -> dict[str, list[str]]:
         out[coll] = [f"{c} for {_size(a)}" + (f"..{_size(b)}" if b != a else "")
                      for c, a, b in runs]
     return out
-
-
-def format_summary(log: NcclLog) -> str:
-    """What a learner needs from the log, in plain words, plus what to check next."""
-    from labkit.distributed.nccl_diagnose import describe_links, diagnose
-
-    if log.lines == 0:
-        return ("no NCCL lines found: was the job run with NCCL_DEBUG=INFO? Lines look like "
-                "'host:pid:tid [0] NCCL INFO ...'")
-    head = f"NCCL {log.version or '?'}"
-    head += f" (built for CUDA {log.cuda})" if log.cuda else ""
-    head += f", CUDA driver {log.cuda_driver}" if log.cuda_driver else ""
-    lines = [head]
-    hosts = log.hosts()
-    if hosts:
-        lines.append(f"ranks {_ranges(log.ranks)} of {log.nranks} on {len(hosts)} node(s)"
-                     + ("" if log.nnodes in (None, len(hosts))
-                        else f" (NCCL counted {log.nnodes} nodes: logs of some are missing)"))
-        for host, ranks in hosts.items():
-            devs = _ranges(log.ranks[r]["cuda_dev"] for r in ranks)
-            lines.append(f"  {host}: ranks {_ranges(ranks)} on GPUs {devs}")
-    elif log.init_started:
-        lines.append(f"ranks {_ranges(log.init_started)} of {log.nranks} started init; "
-                     "none logged Init COMPLETE")
-    lines += describe_links(log)
-    for coll, choices in tuning_summary(log).items():
-        lines.append(f"{coll}: " + "; ".join(choices))
-    if log.env:
-        lines.append("set by environment: " + ", ".join(f"{k}={v}" for k, v in log.env.items()))
-    lines.append(f"warnings: {len(log.warnings)}")
-    for w in log.warnings[:10]:
-        lines.append(f"  WARN {w['host']} [{w['dev']}] {w['message']}")
-    problems = diagnose(log)
-    lines.append("diagnostics:" if problems else "diagnostics: nothing suspicious found")
-    lines += [f"  - {p}" for p in problems]
-    return "\n".join(lines)

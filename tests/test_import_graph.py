@@ -1,0 +1,90 @@
+"""The package's shape, checked from the source: no import cycles (function-local imports
+included: they hide a cycle, they don't remove it), and every package's docstring names all
+of its modules."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "labkit"
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
+    out = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:  # labkit.x.y.func → labkit.x.y
+                t = t.rpartition(".")[0]
+            if t and t != name and t.startswith("labkit"):
+                out.add(t)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in ROOT.rglob("*.py")}
+    known = set(files)
+    g = {n: imports_of(p, n, known) for n, p in files.items()}
+    # importing labkit.a.b runs labkit/a/__init__.py first: that edge is not a dependency of
+    # the package's *docstring map*, so edges to parent packages are dropped
+    return {n: {t for t in deps if not n.startswith(t + ".")} for n, deps in g.items()}
+
+
+def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n):
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(g.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state and (c := visit(m)):
+                return c
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(g):
+        if n not in state and (c := visit(n)):
+            return c
+    return None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(graph())
+    assert cycle is None, " → ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("package", sorted(p.parent for p in ROOT.rglob("__init__.py")),
+                         ids=lambda p: str(p.relative_to(ROOT.parent)))
+def test_every_package_docstring_lists_its_modules(package):
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
+    missing = [p.name for p in sorted(package.glob("*.py"))
+               if p.name != "__init__.py" and p.name not in doc and p.stem not in doc]
+    assert not missing, f"{package.name}/__init__.py docstring does not mention {missing}"

@@ -88,3 +88,17 @@ def test_every_package_docstring_lists_its_modules(package):
     missing = [p.name for p in sorted(package.glob("*.py"))
                if p.name != "__init__.py" and p.name not in doc and p.stem not in doc]
     assert not missing, f"{package.name}/__init__.py docstring does not mention {missing}"
+
+
+CORE = {"labkit", "labkit.errors", "labkit.atomic", "labkit.secrets", "labkit.runs",
+        "labkit.labs", "labkit.kernel_transport"}
+
+
+def test_imports_point_down_the_layers():
+    """ARCHITECTURE.md: core ← feature packages ← lab glue ← notebooks. Core imports only
+    core; nothing but lab glue (and the CLI on top) imports lab glue."""
+    g = graph()
+    wrong = [f"{n} → {d}" for n, deps in g.items() for d in deps
+             if (n in CORE and d not in CORE)
+             or (d.startswith("labkit.labs.l") and not n.startswith("labkit.labs."))]
+    assert not wrong, wrong

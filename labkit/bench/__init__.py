@@ -7,8 +7,14 @@
     runner.py       the benchmark loop: drift-free dispatcher, JSONL written as we go
     sweep.py        many loads → table, latency-vs-throughput plot, capacity at the SLO
     report.py       summary table, JSON and CSV
+    capacity.py     capacity at the SLO, searched: raise the load, bisect, both bounds
+    fresh_sweep.py  a sweep for notebooks: fresh prompts at every load point
+    server_metrics.py  the server's own /metrics around a run (prefix-cache hits, means)
+    compare.py      lab 23: one server per config, capacity per workload, the verdict
+    plots.py        lab 22/23 figures: Pareto, curves per config, capacity and cost
+    readout.py      lab 22's readout: fault checks, machine load, capped-vs-open tables
     fake_server.py  an OpenAI-compatible server with known latencies: the oracle for tests
-    cli.py          `labkit bench`
+    cli.py          `labkit bench`; __main__.py: `python -m labkit.bench`
 
 Quick start (a Python session or notebook):
 

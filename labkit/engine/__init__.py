@@ -14,6 +14,13 @@ One request's journey, file by file (nano-vllm's layout):
         └── sequence.py      one request's state: tokens, block table, status, timestamps
     metrics.py       Prometheus counters and histograms under vLLM's metric names
     config.py        every knob in one dataclass
+    api.py           the FastAPI app behind server.py (routes, streaming, errors)
+    async_engine.py  the server's side of the engine: requests in, outputs out, over pipes
+    engine_core.py   the engine process: the step loop without HTTP in the way
+    attention.py, shared_prefix.py, workspace.py
+                     the fast attention path: cascade over shared prefixes, reused buffers
+    cpu_gemm.py      float32 matmuls through oneDNN-packed weights on CPU
+    fault.py         deliberate per-step slowness for alert drills (--fault-file)
 
 Offline use (no HTTP):
 

@@ -8,7 +8,8 @@ Files: config.py (the common ServeConfig), vllm.py / sglang.py / trtllm.py / min
 engine's real flags and metric names), launcher.py (start, health wait, stop), process_tree.py
 and watchdog.py (no orphaned server), ports.py, diagnose.py (why a start failed), records.py
 (log and launch.json in the run directory),
-metrics.py (one metric vocabulary across engines), cli.py (`labkit serve`).
+metrics.py (one metric vocabulary across engines), registry.py (engine name → module),
+cli.py (`labkit serve`).
 """
 
 import importlib

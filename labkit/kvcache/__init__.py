@@ -6,7 +6,10 @@ waste.py            contiguous reservation vs paged blocks: the memory-waste stu
 prefix_cache.py     the interface both prefix caches implement (+ NoPrefixCache)
 hash_cache.py       vLLM v1: chained block hashes, full blocks, LRU free queue
 radix_cache.py      SGLang: radix tree, token-granular, lock_ref, LRU leaf eviction
-    traces.py           synthetic request traces for the classic prefix-sharing workloads
-    trace_file.py       the JSONL trace format: write, and read with line-numbered errors
+traces.py           synthetic request traces for the classic prefix-sharing workloads
+trace_file.py       the JSONL trace format: write, and read with line-numbered errors
 simulate.py         replay a trace against a cache (`labkit kvcache simulate`)
+cli.py              `labkit kvcache simulate|trace`
+paged_lab.py, radix_lab.py, engine_ttft.py
+                    lab 20 and 21 glue: demos, figures, the TTFT-on-a-server measurement
 """

@@ -1,5 +1,8 @@
 """The labs: finding the notebooks (here), and each lab's glue code (`lNN_topic.py` beside this
-file, one module per notebook `labs/NN_topic.ipynb`).
+file, one module per notebook `labs/NN_topic.ipynb`):
+
+    l30_metrics_and_dashboards.py  Prometheus + engine + exporter, client vs server TTFT
+    l40_cost_model.py              lab 23's capacities priced, checkpoint timing, figures
 
 This file finds the lab notebooks, their roadmap order, parameters and requirements.
 

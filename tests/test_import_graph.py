@@ -91,7 +91,7 @@ def test_every_package_docstring_lists_its_modules(package):
 
 
 CORE = {"labkit", "labkit.errors", "labkit.atomic", "labkit.secrets", "labkit.runs",
-        "labkit.labs", "labkit.kernel_transport"}
+        "labkit.labs", "labkit.kernel_transport", "labkit.env"}
 
 
 def test_imports_point_down_the_layers():

@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labkit.bench.fake_server import fake_server  # noqa: E402
-from labkit.bench.runner import BenchConfig, run_bench  # noqa: E402
+from labkit.bench.loadgen import BenchConfig, run_bench  # noqa: E402
 from labkit.bench.workloads import WorkloadParams  # noqa: E402
 
 

@@ -6,7 +6,7 @@
 
 Both run in the same ranks, interleaved (harness, bare, bare, harness, ...), so machine
 noise hits them alike:
-- harness: labkit.distributed.collectives.bench_one with check=False, exactly what the CLI
+- harness: labkit.collectives.benchmark.bench_one with check=False, exactly what the CLI
   times (timestamp after every iteration; the slowest rank's mean is the `time` column);
 - bare: the loop nccl-tests itself uses: t0; `iters` x dist.all_reduce; t1; (t1-t0)/iters,
   then the max over ranks (nccl-tests' `-a 3`; its default `-a 1` averages over ranks).
@@ -67,7 +67,7 @@ def overhead_worker(sizes: list[int], iters: int, warmup: int, pairs: int) -> di
     import torch
     import torch.distributed as dist
 
-    from labkit.distributed.collectives import bench_one
+    from labkit.collectives.benchmark import bench_one
 
     out = {"stamp_ns": stamp_cost_ns()}
     for nbytes in sizes:
@@ -110,7 +110,7 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="write the raw timings here")
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # ranks import this file
-    from labkit.distributed.launch import launch
+    from labkit.collectives.launch import launch
 
     sizes = [1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20]
     load_before = os.getloadavg()[0]

@@ -50,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labkit.bench.runner import BenchConfig, run_async  # noqa: E402
+from labkit.bench.loadgen import BenchConfig, run_async  # noqa: E402
 from labkit.bench.workloads import WorkloadParams, make_requests  # noqa: E402
 from labkit.env import cpu_model  # noqa: E402
 from labkit.models import build_tiny_llama  # noqa: E402

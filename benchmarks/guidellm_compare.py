@@ -68,7 +68,7 @@ def _get(url: str) -> dict:
 
 
 def _rate(times) -> float | None:
-    """(n − 1) intervals over the span: labkit.bench.metrics._rate, for both tools."""
+    """(n − 1) intervals over the span: labkit.bench.request_metrics._rate, for both tools."""
     times = sorted(times)
     if len(times) < 2 or times[-1] <= times[0]:
         return None

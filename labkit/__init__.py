@@ -12,7 +12,7 @@ Core modules (the packages list their own):
     atomic.py           atomic file writes (a leaf: everything may import it)
     secrets.py          secret names and values kept out of records, logs and pages
     runs.py             the run directory and LabRecorder (record(), results.json)
-    runner.py           `labkit run`: papermill batch runs, profiles, resume, timeouts
+    run_labs.py         `labkit run`: papermill batch runs, profiles, resume, timeouts
     kernel_transport.py Jupyter kernels over Unix sockets instead of TCP ports
     env.py              `labkit doctor`: what this machine has, which labs run at which tier
     exercises.py        `labkit exercises export|reset`: learner copies, solutions removed

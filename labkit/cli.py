@@ -20,15 +20,15 @@ COMMAND_MODULES = [
     "labkit.env",  # doctor
     "labkit.gpu_check",  # gpu-check
     "labkit.cloud.cli",  # cloud task / validate / fetch (SkyPilot)
-    "labkit.runner",  # run
+    "labkit.run_labs",  # run
     "labkit.models.cli",  # model build / info
     "labkit.exercises",  # exercises export / reset
     "labkit.lab_server",  # lab (JupyterLab on the learner copies)
-    "labkit.distributed.cli",  # collectives, nccl-log, topo
-    "labkit.distributed.train_cli",  # train (DDP, fault drill)
-    "labkit.distributed.manifests_cli",  # manifests
+    "labkit.collectives.cli",  # collectives, nccl-log, topo
+    "labkit.training.cli",  # train (DDP, fault drill)
+    "labkit.cluster.cli",  # manifests
     "labkit.kvcache.cli",  # kvcache simulate / trace
-    "labkit.engines.cli",  # serve
+    "labkit.serve.cli",  # serve
     "labkit.bench.cli",  # bench
     "labkit.observe.cli",  # prom up / down / status / targets, exporter
     "labkit.cost.cli",  # cost prices / per-token / monthly / spot

@@ -88,7 +88,7 @@ def check_roofline() -> dict:
 
 
 def check_paged_attention() -> dict:
-    from labkit.kvcache import paged_lab
+    from labkit.labs import l20_paged_attention as paged_lab
 
     shape = dict(num_heads=32, num_kv_heads=8, head_dim=128, block_size=16, seed=0,
                  device="cuda")

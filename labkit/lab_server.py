@@ -100,7 +100,7 @@ def start_lab(root: Path, port: int = 0, ip: str = "127.0.0.1", run_dir: Path | 
               startup_timeout: float = 60.0):
     """Run JupyterLab on `root` until the block ends; yields a LabServer."""
     from labkit import runs
-    from labkit.engines.ports import pick_free_port, port_is_free, who_holds_port
+    from labkit.serve.ports import pick_free_port, port_is_free, who_holds_port
     from labkit.kernel_transport import jupyter_server_flags
 
     port = port or pick_free_port(ip)

@@ -1,6 +1,6 @@
 """A stand-in inference engine for the launcher tests: starts in milliseconds, not a minute.
 
-As a module it is an engine spec (the interface of labkit/engines/vllm.py: NAME, build()...),
+As a module it is an engine spec (the interface of labkit/serve/vllm.py: NAME, build()...),
 so tests can register it as engine "fake". As a script it is the server: /health and
 /v1/models over HTTP, optionally with child processes, to check that the whole tree stops.
 """
@@ -17,7 +17,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from labkit.engines.config import LaunchPlan, ServeConfig
+from labkit.serve.config import LaunchPlan, ServeConfig
 
 NAME = "fake"
 TITLE = "the fake engine"

@@ -52,8 +52,8 @@ def corrupt_and_count(nbytes: int):
     import torch
     import torch.distributed as dist
 
-    from labkit.distributed.busbw import OPS, counts_for_size
-    from labkit.distributed.collectives import make_case
+    from labkit.collectives.busbw import OPS, counts_for_size
+    from labkit.collectives.benchmark import make_case
 
     out = {}
     for op in OPS:

@@ -10,7 +10,7 @@ import pytest
 
 from labkit.bench.capacity import SearchPlan, describe_bounds, run_capacity_search, search
 from labkit.bench.fake_server import fake_server
-from labkit.bench.runner import BenchConfig
+from labkit.bench.loadgen import BenchConfig
 from labkit.bench.workloads import WorkloadParams
 
 

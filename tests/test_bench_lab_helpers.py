@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from labkit.bench import compare, readout, server_metrics
+from labkit.labs import l23_engine_comparison as compare, l22_deploy_and_bench as readout
+from labkit.bench import server_metrics
 from labkit.bench.client import RequestRecord
 from labkit.bench.fake_server import fake_server
 from labkit.bench.fresh_sweep import run_fresh_sweep
-from labkit.bench.runner import BenchConfig, run_bench
+from labkit.bench.loadgen import BenchConfig, run_bench
 from labkit.bench.workloads import WorkloadParams
 from labkit.cost.per_token import cost_per_million_tokens
-from labkit.engines.config import has_nvidia_gpu
+from labkit.serve.config import has_nvidia_gpu
 from labkit.errors import UserError
 
 

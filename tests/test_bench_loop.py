@@ -15,7 +15,7 @@ import pytest
 
 from labkit.bench.fake_server import fake_server
 from labkit.bench.report import load_records
-from labkit.bench.runner import BenchConfig, run_bench
+from labkit.bench.loadgen import BenchConfig, run_bench
 from labkit.bench.workloads import WorkloadParams
 from labkit.errors import UserError
 
@@ -207,7 +207,7 @@ def test_dispatcher_does_not_drift_when_every_wakeup_is_late(tmp_path, monkeypat
     import asyncio
     import types
 
-    from labkit.bench import runner
+    from labkit.bench import loadgen as runner
 
     async def late_sleep(delay, *args):
         await asyncio.sleep(delay + 0.005, *args)

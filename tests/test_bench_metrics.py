@@ -2,7 +2,7 @@
 
 import pytest
 
-from labkit.bench import metrics
+from labkit.bench import request_metrics as metrics
 from labkit.bench.client import RequestRecord
 from labkit.bench.report import flatten, format_summary, load_records
 from labkit.errors import UserError

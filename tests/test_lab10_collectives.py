@@ -7,8 +7,8 @@ import pytest
 
 from labkit import exercises, labs, runs
 from labkit.checks import ExerciseFailed
-from labkit.distributed import alpha_beta as ab
-from labkit.distributed import collectives_summary as cs
+from labkit.collectives import alpha_beta as ab
+from labkit.labs import l10_collectives as cs
 from labkit.portfolio import build
 
 
@@ -71,7 +71,7 @@ def _exercise_cells(nb):
 
 def _run_like_jupyter(cells, tmp_path):
     """exec the cells as a kernel does: module __main__, source findable by inspect."""
-    from labkit.distributed.checks import check_ring_all_reduce
+    from labkit.checks.collectives import check_ring_all_reduce
 
     def check_one_world_size(fn, **kwargs):  # 3 ranks: sizes not divisible by the world size
         return check_ring_all_reduce(fn, **{**kwargs, "world_sizes": (3,)})

@@ -14,9 +14,9 @@ import pytest
 from labkit import exercises, labs, runs
 from labkit.checks import ExerciseFailed
 from labkit.checks.ddp import check_gradient_allreduce_busbw
-from labkit.distributed import checkpoint
-from labkit.distributed import train_plots as tp
-from labkit.distributed import train_summary as ts
+from labkit.training import checkpoint
+from labkit.labs import l11_ddp_training_plots as tp
+from labkit.labs import l11_ddp_training as ts
 from labkit.portfolio import build
 
 matplotlib.use("Agg")
@@ -107,7 +107,7 @@ def test_comm_rows_and_scaling_table_carry_the_measured_values():
 def test_checkpoint_contents_name_every_part_of_a_resume(tmp_path):
     import torch
 
-    from labkit.distributed.data import ShardedBatches
+    from labkit.training.data import ShardedBatches
 
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters())

@@ -7,8 +7,8 @@ import pytest
 
 from labkit import exercises, labs, runs
 from labkit.checks import ExerciseFailed, networking
-from labkit.distributed import cluster_checklist as cc
-from labkit.distributed import manifests as m
+from labkit.labs import l12_cluster_networking as cc
+from labkit.cluster import manifests as m
 from labkit.portfolio import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,10 +53,10 @@ def test_capture_nccl_log_output_parses_despite_rank_prefixes(monkeypatch):
             log(f"[rank {i % nproc}] {line}")
         return [None] * nproc
 
-    import labkit.distributed.launch as launch_mod
+    import labkit.collectives.launch as launch_mod
 
     monkeypatch.setattr(launch_mod, "launch", fake_launch)
-    from labkit.distributed.nccl_log import parse_nccl_log
+    from labkit.cluster.nccl_log import parse_nccl_log
 
     log = parse_nccl_log(cc.capture_nccl_log(2))
     assert seen["backend"] == "nccl" and seen["env"]["NCCL_DEBUG"] == "INFO"
@@ -76,7 +76,7 @@ def test_manifests_are_valid_and_broken_copies_are_caught():
     assert {r["gpus"] for r in rows} == {16} and {r["pods"] for r in rows} == {2}
     assert "NCCL_IB_GID_INDEX" in rows[2]["nccl_env"]  # RoCE only
     assert "NCCL_IB_GID_INDEX" not in rows[0]["nccl_env"]
-    from labkit.distributed.manifests_schema import validation_errors
+    from labkit.cluster.manifests_schema import validation_errors
 
     for name in ("pytorchjob_ib", "jobset_roce"):
         errors = validation_errors(cc.break_manifest(docs[name]), "1.33")

@@ -7,7 +7,7 @@ import pytest
 
 from labkit import exercises, labs, runs
 from labkit.checks import ExerciseFailed, paged
-from labkit.kvcache import paged_lab
+from labkit.labs import l20_paged_attention as paged_lab
 from labkit.kvcache.block_pool import BlockPool, OutOfBlocks
 
 

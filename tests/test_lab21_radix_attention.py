@@ -8,8 +8,8 @@ import pytest
 
 from labkit import exercises, labs, runs
 from labkit.checks import ExerciseFailed, radix
-from labkit.kvcache import radix_lab
-from labkit.kvcache.engine_ttft import parse_counters
+from labkit.labs import l21_radix_attention as radix_lab
+from labkit.labs.l21_engine_ttft import parse_counters
 
 
 def _cells(nb, first_def: str, count: int):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from labkit import env, labs, runner, secrets
+from labkit import env, labs, run_labs as runner, secrets
 
 LABS = labs.all_labs()
 

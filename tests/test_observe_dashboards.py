@@ -48,7 +48,7 @@ def test_sglang_names_with_either_prefix():
 @pytest.mark.slow
 @pytest.mark.skipif(find_prometheus() is None, reason="prometheus is not installed")
 def test_every_panel_returns_data_from_the_teaching_engine_under_load(tmp_path):
-    from labkit.bench.runner import BenchConfig, run_bench
+    from labkit.bench.loadgen import BenchConfig, run_bench
     from labkit.bench.workloads import WorkloadParams
     from labkit.labs import l30_metrics_and_dashboards as lab30
     from labkit.models import build_tiny_llama

@@ -74,7 +74,7 @@ def test_results_json_has_no_secret_either(run_dir):
 def test_reproduce_round_trips_lists_and_blank_cells():
     import shlex
 
-    from labkit import runner
+    from labkit import run_labs as runner
     from labkit.portfolio.build import LabView, _fmt
 
     view = LabView("23_x", "x", {"status": {"params": {"configs": [{"engine": "vllm"}],

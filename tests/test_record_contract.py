@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from labkit import labs, runs
-from labkit.bench import compare
+from labkit.labs import l23_engine_comparison as compare
 from labkit.labs import PROJECT_ROOT
 from labkit.portfolio import contract
 from labkit.portfolio.template_names import Unresolvable, names_read
@@ -101,8 +101,8 @@ def test_labkit_run_checks_the_contract_and_removing_a_record_breaks_it(tmp_path
 @pytest.mark.parametrize("ci", ["true", ""])
 def test_a_broken_engine_start_fails_under_ci(ci, tmp_path, monkeypatch):
     monkeypatch.setenv("CI", ci)
-    from labkit.bench.runner import BenchConfig
-    from labkit.engines import ServerStartError
+    from labkit.bench.loadgen import BenchConfig
+    from labkit.serve import ServerStartError
 
     # A real start of the teaching engine on a model folder it cannot load: the server exits.
     broken = tmp_path / "broken-model"

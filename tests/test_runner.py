@@ -6,7 +6,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from labkit import cli, labs, runner
+from labkit import cli, labs, run_labs as runner
 from labkit.errors import UserError
 
 TEST_LABS = Path(__file__).parent / "data" / "labs"

@@ -3,22 +3,20 @@
     arrivals.py     when each request is sent: an open-loop schedule fixed up front
     workloads.py    what each request asks: random, shared-prefix, multi-turn, ShareGPT
     client.py       one streaming request, timed chunk by chunk; faults become causes
-    metrics.py      TTFT, both TPOT conventions, ITL, E2E, goodput, token-count mismatch
-    runner.py       the benchmark loop: drift-free dispatcher, JSONL written as we go
+    request_metrics.py  TTFT, both TPOT conventions, ITL, E2E, goodput, token mismatch
+    loadgen.py      the benchmark loop: drift-free dispatcher, JSONL written as we go
     sweep.py        many loads → table, latency-vs-throughput plot, capacity at the SLO
     report.py       summary table, JSON and CSV
     capacity.py     capacity at the SLO, searched: raise the load, bisect, both bounds
     fresh_sweep.py  a sweep for notebooks: fresh prompts at every load point
     server_metrics.py  the server's own /metrics around a run (prefix-cache hits, means)
-    compare.py      lab 23: one server per config, capacity per workload, the verdict
-    plots.py        lab 22/23 figures: Pareto, curves per config, capacity and cost
-    readout.py      lab 22's readout: fault checks, machine load, capped-vs-open tables
+    plots.py        figures: Pareto, both TPOTs, curves per config, capacity and cost
     fake_server.py  an OpenAI-compatible server with known latencies: the oracle for tests
     cli.py          `labkit bench`; __main__.py: `python -m labkit.bench`
 
 Quick start (a Python session or notebook):
 
-    from labkit.bench.runner import BenchConfig, run_bench
+    from labkit.bench.loadgen import BenchConfig, run_bench
     summary = run_bench(BenchConfig(base_url="http://127.0.0.1:8000", model="tiny",
                                     rate=4, num_requests=100, out_dir="runs/bench"))
 """

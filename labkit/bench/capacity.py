@@ -35,7 +35,7 @@ from typing import Callable
 
 from labkit.bench import sweep
 from labkit.bench.report import _clean
-from labkit.bench.runner import BenchConfig, default_out_dir, run_bench
+from labkit.bench.loadgen import BenchConfig, default_out_dir, run_bench
 
 STATUSES = ("bracketed", "lower bound", "SLO not met")
 

@@ -132,8 +132,8 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args):
-    from labkit.bench.metrics import parse_slo
-    from labkit.bench.runner import BenchConfig
+    from labkit.bench.request_metrics import parse_slo
+    from labkit.bench.loadgen import BenchConfig
     from labkit.bench.workloads import WorkloadParams
 
     if args.num_requests is None and args.duration is None:
@@ -159,7 +159,7 @@ def config_from_args(args):
 
 def handle(args) -> int:
     from labkit.bench.report import format_summary
-    from labkit.bench.runner import run_bench
+    from labkit.bench.loadgen import run_bench
     from labkit.bench.sweep import format_sweep, run_sweep
 
     cfg = config_from_args(args)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from labkit.bench import sweep
 from labkit.bench.report import _clean
-from labkit.bench.runner import BenchConfig, default_out_dir, run_bench
+from labkit.bench.loadgen import BenchConfig, default_out_dir, run_bench
 
 
 def run_fresh_sweep(cfg: BenchConfig, kind: str, values: list[float],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labkit.bench import metrics
+from labkit.bench import request_metrics as metrics
 from labkit.bench.sweep import LOAD_NAME, pareto_front
 
 PANELS = (("ttft_p99_ms", "TTFT p99 (ms)", "ttft"),

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from labkit.bench.client import RequestRecord
-from labkit.bench.metrics import CONVENTIONS
+from labkit.bench.request_metrics import CONVENTIONS
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -6,7 +6,7 @@ engine, the client's when it was sent, so client − server ≈ HTTP, JSON and A
 time. Counters and histograms are cumulative, so we take the difference of two scrapes
 (before and after the requests of interest).
 
-Names come from labkit.engines.metrics (one concept, each engine's own name).
+Names come from labkit.serve.metric_vocabulary (one concept, each engine's own name).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def scrape(metrics_url: str | None) -> dict[str, float]:
 
 def histogram_mean(engine: str, concept: str, before: dict, after: dict) -> float | None:
     """Mean of a server histogram (e.g. "ttft_seconds") over the requests between scrapes."""
-    from labkit.engines.metrics import metric_name
+    from labkit.serve.metric_vocabulary import metric_name
 
     name = metric_name(engine, concept)
     if not name or f"{name}_count" not in after:
@@ -45,7 +45,7 @@ def histogram_mean(engine: str, concept: str, before: dict, after: dict) -> floa
 
 
 def counter_delta(engine: str, concept: str, before: dict, after: dict) -> float | None:
-    from labkit.engines.metrics import metric_name
+    from labkit.serve.metric_vocabulary import metric_name
 
     name = metric_name(engine, concept)
     if not name or name not in after:
@@ -59,7 +59,7 @@ def prefix_hit_rate(engine: str, before: dict, after: dict) -> float | None:
     vLLM and the teaching engine export token counters (hits / queries); SGLang and
     TensorRT-LLM a hit-rate gauge, read as it stands after the run.
     """
-    from labkit.engines.metrics import metric_name
+    from labkit.serve.metric_vocabulary import metric_name
 
     queries = counter_delta(engine, "prefix_cache_queries_total", before, after)
     hits = counter_delta(engine, "prefix_cache_hits_total", before, after)

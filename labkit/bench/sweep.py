@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from labkit.bench.report import _clean
-from labkit.bench.runner import BenchConfig, default_out_dir, run_bench
+from labkit.bench.loadgen import BenchConfig, default_out_dir, run_bench
 
 LOAD_NAME = {"rates": "rate", "concurrencies": "concurrency"}
 COLUMNS = ["load", "achieved_rps", "requests_per_s", "output_tok_per_s", "total_tok_per_s",

@@ -7,9 +7,10 @@ exercise's own hint, so a learner copy tells the learner what to do next.
     from labkit.checks import orientation
     orientation.check_arithmetic_intensity(arithmetic_intensity)
 
-One module per lab: orientation.py (00), networking.py (12), ddp.py (11), paged.py and
+One module per lab: orientation.py (00), collectives.py (10: the ring all_reduce, works
+for functions defined in a notebook), ddp.py (11), networking.py (12), paged.py and
 paged_op.py (20), radix.py (21), serving.py (22), cost.py (23, 40), observe.py (30),
-slo.py (31). Lab 10's ring all_reduce check lives in labkit/distributed/checks.py.
+slo.py (31).
 """
 
 from __future__ import annotations

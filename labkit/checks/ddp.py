@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from labkit.checks import ExerciseFailed, check_cases
-from labkit.distributed.busbw import busbw_factor
+from labkit.collectives.busbw import busbw_factor
 
 
 def _busbw(grad_bytes: int, seconds: float, world_size: int) -> float:

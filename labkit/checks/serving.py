@@ -1,6 +1,6 @@
 """Checks for lab 22: the two "TPOT" conventions, on edge and random requests.
 
-The reference is labkit.bench.metrics itself (the functions `labkit bench` reports with),
+The reference is labkit.bench.request_metrics itself (the functions `labkit bench` reports with),
 applied to a request record built from the same numbers.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from labkit.bench import metrics
+from labkit.bench import request_metrics as metrics
 from labkit.bench.client import RequestRecord
 from labkit.checks import check_cases
 

@@ -22,7 +22,7 @@ The task validates offline with SkyPilot's own parser before it is written."""
 def cmd_task(args) -> int:
     from labkit.cloud.task import build_task
     from labkit.cloud.validate import validate_task_file
-    from labkit.runner import load_profile, validate_profile
+    from labkit.run_labs import load_profile, validate_profile
 
     validate_profile(load_profile(args.profile))  # a bad profile fails here, not on the box
     task = build_task(gpus=args.gpus, profile=args.profile, spot=args.spot, labs=args.labs,

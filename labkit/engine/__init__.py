@@ -12,7 +12,7 @@ One request's journey, file by file (nano-vllm's layout):
         ├── model_runner.py  turns the scheduled batch into tensors, runs llama.py's forward
         │                    over the paged KV cache, and samples (sampler.py)
         └── sequence.py      one request's state: tokens, block table, status, timestamps
-    metrics.py       Prometheus counters and histograms under vLLM's metric names
+    prometheus_metrics.py  Prometheus counters and histograms under vLLM's metric names
     config.py        every knob in one dataclass
     api.py           the FastAPI app behind server.py (routes, streaming, errors)
     async_engine.py  the server's side of the engine: requests in, outputs out, over pipes

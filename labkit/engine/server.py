@@ -142,7 +142,7 @@ def serve(args) -> int:
 
     from labkit.engine.api import build_app
     from labkit.engine.async_engine import AsyncEngine
-    from labkit.engine.metrics import EngineMetrics
+    from labkit.engine.prometheus_metrics import EngineMetrics
 
     if config.device.startswith("cuda"):
         import torch

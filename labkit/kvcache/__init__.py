@@ -10,6 +10,6 @@ traces.py           synthetic request traces for the classic prefix-sharing work
 trace_file.py       the JSONL trace format: write, and read with line-numbered errors
 simulate.py         replay a trace against a cache (`labkit kvcache simulate`)
 cli.py              `labkit kvcache simulate|trace`
-paged_lab.py, radix_lab.py, engine_ttft.py
-                    lab 20 and 21 glue: demos, figures, the TTFT-on-a-server measurement
+
+Labs 20 and 21's demos and figures are in labkit.labs (l20_paged_attention, l21_*).
 """

@@ -1,6 +1,15 @@
 """The labs: finding the notebooks (here), and each lab's glue code (`lNN_topic.py` beside this
 file, one module per notebook `labs/NN_topic.ipynb`):
 
+    l10_collectives.py             lab 10: tables, alpha-beta fits and prediction plots
+    l11_ddp_training.py            lab 11: step logs, scaling/comm tables, drill comparison
+    l11_ddp_training_plots.py      lab 11's figures
+    l12_cluster_networking.py      lab 12: NCCL variable table, manifest checks, log rows
+    l20_paged_attention.py         lab 20: waste study, block-table demos, figures
+    l21_radix_attention.py         lab 21: radix vs hash demos and figures
+    l21_engine_ttft.py             lab 21: TTFT with and without a prefix cache, on a server
+    l22_deploy_and_bench.py        lab 22's readout: fault checks, machine load, tables
+    l23_engine_comparison.py       lab 23: one server per config, capacity per workload
     l30_metrics_and_dashboards.py  Prometheus + engine + exporter, client vs server TTFT
     l40_cost_model.py              lab 23's capacities priced, checkpoint timing, figures
 

@@ -1,0 +1,227 @@
+"""Reading a benchmark: every latency under its convention, and the known measurement faults.
+
+A load test is only as good as its instrument. The public tools have shipped five faults
+(FIELD_NOTES "Serving metrics"); `fault_table` checks each one against *this* run's own
+records, so the lab can say "not present here, and here is the number that shows it":
+
+    rate drift          relative sleeps let late wake-ups add up (vLLM #21104)
+    hidden queueing     latency timed from the actual send hides waits inside the client
+                        (vLLM #54101: p99 E2E 507 ms from send, 3,330 ms from schedule)
+    retokenisation      counting tokens on the client disagrees with the server's usage
+                        (inference-perf #580: > 50 % of requests)
+    connection pool cap aiohttp's default pool holds 100 connections; request 101 waits
+    negative TTFT       two clocks mixed under overload (GuideLLM #216)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from labkit.bench.client import RequestRecord
+from labkit.bench.request_metrics import CONVENTIONS
+from labkit.bench.report import load_records
+
+# (summary key, name as the lab prints it) in reading order
+LATENCIES = [
+    ("ttft", "TTFT"),
+    ("tpot", "TPOT (vLLM/SGLang)"),
+    ("per_token_latency", "per-token latency (GuideLLM 'TPOT')"),
+    ("itl", "ITL, pooled"),
+    ("e2e", "E2E"),
+    ("queue_wait", "wait inside the client"),
+    ("ttft_from_schedule", "TTFT from schedule"),
+    ("e2e_from_schedule", "E2E from schedule"),
+]
+AIOHTTP_DEFAULT_POOL = 100  # aiohttp.TCPConnector(limit=100) unless told otherwise
+
+
+def load_average() -> float | None:
+    """1-minute load average (runnable processes), None where the OS has none (Windows).
+
+    Above the core count, processes queue for CPU: a benchmark's latencies then include
+    waiting for a core, on the client and the server alike. Record it next to the numbers.
+    """
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def _r(x, digits: int = 2):
+    return None if x is None else round(float(x), digits)
+
+
+def latency_table(summary: dict) -> list[dict]:
+    """One row per latency metric: its convention and percentiles in ms."""
+    rows = []
+    for key, name in LATENCIES:
+        st = summary["latency_ms"].get(key, {})
+        rows.append({"metric": name, "n": st.get("n", 0), "mean_ms": _r(st.get("mean")),
+                     "p50_ms": _r(st.get("p50")), "p90_ms": _r(st.get("p90")),
+                     "p99_ms": _r(st.get("p99")), "max_ms": _r(st.get("max")),
+                     "convention": CONVENTIONS[key]})
+    return rows
+
+
+def records_of(summary: dict) -> list[RequestRecord]:
+    """The per-request records a summary was computed from (its requests.jsonl)."""
+    return load_records(Path(summary["run"]["out_dir"]) / "requests.jsonl")
+
+
+def token_counts(records: list[RequestRecord]) -> dict:
+    """How often two client-side counts disagree with the server's `usage`.
+
+    chunks: one streamed chunk = one token (engines may put several tokens in a chunk, or
+    hold back a token whose text is an incomplete character). retokenised: the client
+    re-encodes the whole answer text (inference-perf's way); BPE need not split the
+    decoded text into the tokens the model produced. Only meaningful when the run was
+    given a tokenizer; otherwise the client count *is* the chunk count.
+    """
+    with_usage = [r for r in records if r.ok and r.completion_tokens is not None]
+    n = len(with_usage)
+    chunk_bad = sum(len(r.chunk_times) != r.completion_tokens for r in with_usage)
+    retok_bad = sum(r.client_tokens != r.completion_tokens for r in with_usage)
+    return {"with_usage": n,
+            "without_usage": sum(r.ok and r.completion_tokens is None for r in records),
+            "chunks_mismatch_rate": chunk_bad / n if n else None,
+            "retokenised_mismatch_rate": retok_bad / n if n else None,
+            "usage_tokens": sum(r.completion_tokens for r in with_usage),
+            "chunk_tokens": sum(len(r.chunk_times) for r in with_usage),
+            "retokenised_tokens": sum(r.client_tokens for r in with_usage)}
+
+
+def peak_in_flight(records: list[RequestRecord]) -> int:
+    """Most requests open at the same instant (sent, not yet ended)."""
+    events = []
+    for r in records:
+        if r.sent is not None and r.end is not None:
+            events += [(r.sent, 1), (r.end, -1)]
+    peak = now = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):  # ends before starts at a tie
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def naive_dispatch_rate(records: list[RequestRecord]) -> float | None:
+    """Modelled: the send rate a `sleep(gap)`-after-each-send loop would have reached.
+
+    Our dispatcher aims every request at its absolute time, so a wake-up that is δ late
+    delays that one request only (its dispatch lag). A loop of relative sleeps carries each
+    δ forward into every later send: the whole schedule stretches by the sum of the lags.
+    """
+    measured = sorted((r for r in records if not r.warmup and r.dispatched is not None),
+                      key=lambda r: r.scheduled)
+    if len(measured) < 2:
+        return None
+    span = measured[-1].scheduled - measured[0].scheduled
+    late = sum(max(0.0, r.dispatched - r.scheduled) for r in measured[1:])
+    return (len(measured) - 1) / (span + late) if span + late > 0 else None
+
+
+def ttft_extremes(records: list[RequestRecord]) -> dict:
+    ttfts = [r.first_token - r.sent for r in records
+             if r.first_token is not None and r.sent is not None]
+    return {"n": len(ttfts), "negative": sum(t < 0 for t in ttfts),
+            "min_ms": min(ttfts) * 1e3 if ttfts else None}
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x * 100:.1f} %"
+
+
+def fault_table(sweep: dict, capped: dict | None = None,
+                capped_records: list[RequestRecord] | None = None,
+                retokenised: bool = True) -> tuple[list[dict], dict]:
+    """Check the five known faults on this run: (rows for the lab, scalars to record).
+
+    `sweep`: a run_fresh_sweep result (with `summaries`); `capped`: the summary of the
+    same load run behind a concurrency cap, which makes client-side queueing happen.
+    `retokenised`: the runs were given a local tokenizer (BenchConfig.tokenizer), so the
+    client re-encoded each answer; without one the client only counted chunks.
+    """
+    per_point = [records_of(s) for s in sweep["summaries"]]
+    everything = [r for recs in per_point for r in recs] + list(capped_records or [])
+    rows, scalars = [], {}
+
+    # 1. rate drift
+    ratios = [s["rate"]["achieved_vs_target"] for s in sweep["summaries"]]
+    naive = [naive_dispatch_rate(recs) for recs in per_point]
+    targets = [s["rate"]["target"] for s in sweep["summaries"]]
+    if all(x is not None for x in ratios):
+        worst = min(ratios)
+        naive_vs = [n / t for n, t in zip(naive, targets) if n and t and math.isfinite(t)]
+        scalars["achieved_vs_target_worst"] = worst
+        if naive_vs:
+            scalars["modelled_relative_sleep_vs_target_worst"] = min(naive_vs)
+        measured = ", ".join(f"{r['load']:g} → {x * 100:.1f} %"
+                             for r, x in zip(sweep["rows"], ratios))
+        measured = f"achieved/target per rate: {measured}"
+        if naive_vs:
+            measured += (f"; relative sleeps would have reached {min(naive_vs) * 100:.1f} % "
+                         "at worst (modelled from this run's wake-up lags)")
+        verdict = "no drift (≥ 99 %)" if worst >= 0.99 else "drift: the client was short of CPU"
+    else:
+        measured, verdict = "closed loop (concurrency sweep): no target rate", "not applicable"
+    rows.append({"fault": "open-loop rate drift",
+                 "seen in public tools": "vLLM #21104: 183.5 req/s sent for 200 asked",
+                 "this run": measured, "verdict": verdict})
+
+    # 2. hidden client queueing
+    if capped:
+        lat = capped["latency_ms"]
+        send, sched = lat["e2e"].get("p99"), lat["e2e_from_schedule"].get("p99")
+        wait = lat["queue_wait"].get("p99")
+        cap = capped["run"]["config"]["concurrency"]
+        scalars.update(capped_e2e_p99_from_send_ms=send, capped_e2e_p99_from_schedule_ms=sched,
+                       capped_queue_wait_p99_ms=wait)
+        measured = (f"cap of {cap} in flight at {capped['rate']['target']:g} req/s: p99 E2E "
+                    f"{send:,.0f} ms from send vs {sched:,.0f} ms from schedule "
+                    f"(client wait p99 {wait:,.0f} ms)")
+        verdict = "visible: both clocks reported, SLO judged on the schedule's"
+    else:
+        measured, verdict = "no capped run", "not measured"
+    rows.append({"fault": "client queueing hidden by timing from the send",
+                 "seen in public tools": "vLLM #54101: p99 E2E 507 ms from send vs 3,330 ms "
+                                         "from schedule",
+                 "this run": measured, "verdict": verdict})
+
+    # 3. retokenisation
+    tc = token_counts(everything)
+    if not retokenised:
+        tc["retokenised_mismatch_rate"] = None
+    scalars.update(chunks_vs_usage_mismatch_rate=tc["chunks_mismatch_rate"],
+                   retokenised_vs_usage_mismatch_rate=tc["retokenised_mismatch_rate"])
+    retok = (f"retokenising the text {_pct(tc['retokenised_mismatch_rate'])}" if retokenised
+             else "retokenising not tried (no local tokenizer)")
+    rows.append({"fault": "client-side token counts",
+                 "seen in public tools": "inference-perf #580: retokenised count ≠ usage on "
+                                         "> 50 % of requests",
+                 "this run": f"client count ≠ server usage: counting chunks "
+                             f"{_pct(tc['chunks_mismatch_rate'])}, {retok}, of "
+                             f"{tc['with_usage']} requests",
+                 "verdict": "throughput uses the server's usage" if not tc["without_usage"]
+                 else f"{tc['without_usage']} requests had no usage: client counts used"})
+
+    # 4. connection pool cap
+    peak = max((peak_in_flight(recs) for recs in per_point + [capped_records or []]),
+               default=0)
+    scalars["peak_in_flight"] = peak
+    verdict = (f"a default aiohttp pool would have held back {peak - AIOHTTP_DEFAULT_POOL} "
+               "requests inside the client" if peak > AIOHTTP_DEFAULT_POOL else
+               f"the default cap of {AIOHTTP_DEFAULT_POOL} would not have bound here "
+               f"(peak {peak})")
+    rows.append({"fault": "connection pool cap",
+                 "seen in public tools": "aiohttp's default pool: 100 connections",
+                 "this run": f"peak requests in flight: {peak}; labkit bench has no cap",
+                 "verdict": verdict})
+
+    # 5. negative TTFT
+    ext = ttft_extremes(everything)
+    scalars.update(negative_ttft_count=ext["negative"], min_ttft_ms=ext["min_ms"])
+    rows.append({"fault": "negative TTFT",
+                 "seen in public tools": "GuideLLM #216: negative TTFT under overload",
+                 "this run": f"{ext['negative']} negative of {ext['n']}; smallest TTFT "
+                             f"{ext['min_ms']:,.1f} ms" if ext["n"] else "no TTFT measured",
+                 "verdict": "one monotonic clock for schedule, send and chunks"
+                 if ext["negative"] == 0 else "BUG: a TTFT below zero"})
+    return rows, {k: v for k, v in scalars.items() if v is not None}

@@ -14,7 +14,7 @@ from labkit.observe.prometheus import Prometheus
 @dataclass
 class Observed:
     prom: Prometheus
-    server: object  # labkit.engines.launcher.Server
+    server: object  # labkit.serve.launcher.Server
     exporter_url: str
 
 
@@ -22,7 +22,7 @@ class Observed:
 def observed_engine(data_dir: Path, model: str, **knobs):
     """Prometheus, the teaching engine and the exporter, each registered as a target; all
     stopped when the block ends (nothing is left running, even on an error)."""
-    from labkit.engines import serve
+    from labkit.serve import serve
     from labkit.observe.gpu_exporter import start_exporter
 
     data_dir = Path(data_dir)

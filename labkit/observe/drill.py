@@ -28,7 +28,7 @@ from labkit.observe.prometheus import Prometheus
 def _load(base_url: str, model: str, stop: threading.Event, out_dir: Path, rate: float,
           params) -> list[dict]:
     """Open-loop load in 1-second chunks until `stop`; returns each chunk's summary."""
-    from labkit.bench.runner import BenchConfig, run_bench
+    from labkit.bench.loadgen import BenchConfig, run_bench
 
     summaries, seed = [], 0
     cfg = BenchConfig(base_url=base_url, model=model, workload="random", rate=rate,
@@ -44,7 +44,7 @@ def run_drill(data_dir, model: str, spec: dict, *, alert: str | None = None,
               baseline_s: float = 10.0, timeout_s: float = 120.0, **engine_knobs) -> dict:
     """Run the drill; returns {"timeline": [...], "series": [...], "rules": path, ...}."""
     from labkit.bench.workloads import WorkloadParams
-    from labkit.engines import serve
+    from labkit.serve import serve
 
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)

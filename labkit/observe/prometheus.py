@@ -32,8 +32,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from labkit.engines import process_tree
-from labkit.engines.ports import check_port, pick_free_port
+from labkit.serve import process_tree
+from labkit.serve.ports import check_port, pick_free_port
 from labkit.errors import UserError
 from labkit.observe import query as q
 

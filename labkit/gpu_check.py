@@ -88,14 +88,15 @@ def check_roofline() -> dict:
 
 
 def check_paged_attention() -> dict:
-    from labkit.labs import l20_paged_attention as paged_lab
+    from labkit.kvcache import paged_vs_dense
 
     shape = dict(num_heads=32, num_kv_heads=8, head_dim=128, block_size=16, seed=0,
                  device="cuda")
-    err = paged_lab.max_abs_error(context_lens=[37, 700, 22, 513], query_lens=[1, 700, 5, 1],
-                                  impl="sdpa", **shape)
-    t = paged_lab.time_decode(batch_size=64, context_len=2048, num_heads=32, num_kv_heads=8,
-                              head_dim=128, block_size=16, repeats=20, device="cuda")
+    err = paged_vs_dense.max_abs_error(context_lens=[37, 700, 22, 513],
+                                       query_lens=[1, 700, 5, 1], impl="sdpa", **shape)
+    t = paged_vs_dense.time_decode(batch_size=64, context_len=2048, num_heads=32,
+                                   num_kv_heads=8, head_dim=128, block_size=16, repeats=20,
+                                   device="cuda")
     return {"max_abs_err_vs_dense": float(f"{err:.3g}"), "decode": t,
             "ok": err < 1e-2}
 

@@ -8,6 +8,7 @@ import pytest
 from labkit import exercises, labs, runs
 from labkit.checks import ExerciseFailed, paged
 from labkit.labs import l20_paged_attention as paged_lab
+from labkit.kvcache import paged_vs_dense
 from labkit.kvcache.block_pool import BlockPool, OutOfBlocks
 
 
@@ -131,11 +132,11 @@ def test_fork_shares_blocks_and_copies_only_the_partial_last_block():
 
 def test_paged_op_matches_dense_and_the_timer_reports_its_setting():
     pytest.importorskip("torch")
-    err = paged_lab.max_abs_error([37, 70, 22, 51], [1, 70, 5, 1], num_heads=4,
-                                  num_kv_heads=2, head_dim=16, block_size=16)
+    err = paged_vs_dense.max_abs_error([37, 70, 22, 51], [1, 70, 5, 1], num_heads=4,
+                                       num_kv_heads=2, head_dim=16, block_size=16)
     assert err < 1e-5
-    t = paged_lab.time_decode(batch_size=4, context_len=40, num_heads=4, num_kv_heads=2,
-                              head_dim=16, block_size=8, repeats=2)
+    t = paged_vs_dense.time_decode(batch_size=4, context_len=40, num_heads=4, num_kv_heads=2,
+                                   head_dim=16, block_size=8, repeats=2)
     assert t["threads"] >= 1 and t["device"] == "cpu"
     assert all(t[k] > 0 for k in ("dense_sdpa_ms", "paged_sdpa_ms", "paged_reference_ms"))
 

@@ -2,6 +2,7 @@
 
 block_pool.py       blocks, ref counts, free queue, block tables, copy-on-write fork
 paged_attention.py  attention through block tables (matches dense SDPA)
+paged_vs_dense.py   the op vs dense SDPA on random batches: error and decode timing
 waste.py            contiguous reservation vs paged blocks: the memory-waste study
 prefix_cache.py     the interface both prefix caches implement (+ NoPrefixCache)
 hash_cache.py       vLLM v1: chained block hashes, full blocks, LRU free queue

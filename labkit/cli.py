@@ -24,9 +24,9 @@ COMMAND_MODULES = [
     "labkit.models.cli",  # model build / info
     "labkit.exercises",  # exercises export / reset
     "labkit.lab_server",  # lab (JupyterLab on the learner copies)
-    "labkit.collectives.cli",  # collectives, nccl-log, topo
+    "labkit.collectives.cli",  # collectives
     "labkit.training.cli",  # train (DDP, fault drill)
-    "labkit.cluster.cli",  # manifests
+    "labkit.cluster.cli",  # manifests, nccl-log, topo
     "labkit.kvcache.cli",  # kvcache simulate / trace
     "labkit.serve.cli",  # serve
     "labkit.bench.cli",  # bench

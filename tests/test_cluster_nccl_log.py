@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.collectives import cli
+from labkit.cluster import cli
 from labkit.cluster.nccl_diagnose import diagnose, format_summary
 from labkit.cluster.nccl_log import parse_nccl_log, transport_kind, tuning_summary
 from labkit.errors import UserError

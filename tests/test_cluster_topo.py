@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from labkit.collectives import cli
+from labkit.cluster import cli
 from labkit.cluster.topo import (format_topology, nic_affinity, pci_relation,
                                      read_topology)
 

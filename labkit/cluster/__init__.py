@@ -6,7 +6,7 @@ topo.py               `labkit topo`: GPU-to-GPU link matrix through NVML, NIC af
 manifests.py          PyTorchJob / JobSet / bare-metal torchrun lines with NCCL settings
 manifests_schema.py   offline validation: own CRD-derived schema + kubernetes-validate
 manifests_prereqs.py  GPU Operator / Network Operator prerequisites, explained
-cli.py                `labkit manifests`
+cli.py                `labkit manifests`, `labkit nccl-log`, `labkit topo`
 
 Lab 12's glue is labkit.labs.l12_cluster_networking.
 """

@@ -1,12 +1,16 @@
-"""`labkit manifests`: a multi-node GPU training job as a PyTorchJob, a JobSet or torchrun lines.
+"""The cluster's sub-commands: `labkit manifests`, `labkit nccl-log`, `labkit topo`.
+
+`labkit manifests` writes a multi-node GPU training job as a PyTorchJob, a JobSet or torchrun
+lines; `labkit nccl-log` explains an NCCL_DEBUG=INFO log; `labkit topo` shows the GPU links.
 
 Only the standard library is imported here; yaml, jsonschema and kubernetes-validate load
-inside the handler.
+inside the handlers (pynvml for topo).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -14,6 +18,24 @@ import textwrap
 from pathlib import Path
 
 from labkit.errors import UserError
+
+NCCL_LOG_EPILOG = """\
+Make a log to read:
+  NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,GRAPH,NET,TUNING NCCL_DEBUG_FILE=nccl.%h.%p.log \\
+      labkit collectives --backend nccl --nproc 8
+  labkit nccl-log nccl.gpu-node-1.12345.log
+It reports NCCL's version, which rank runs on which host/GPU, the transport of every channel
+(P2P/IPC or P2P/CUMEM = GPU-to-GPU over NVLink/PCIe; SHM = through host memory; NET/IB =
+InfiniBand/RoCE, with GDRDMA = GPUDirect RDMA; NET/Socket = plain TCP), the NICs NCCL chose,
+the algorithm/protocol picked per size (TUNING lines) and every WARN, then what to check.
+"""
+
+TOPO_EPILOG = """\
+Cells as in `nvidia-smi topo -m`: NV<k> = k NVLinks (direct or through NVSwitch), PIX = same
+PCIe switch, PXB = several PCIe switches, PHB = through the CPU's PCIe host bridge, NODE =
+across host bridges on one NUMA node, SYS = across the CPU socket interconnect (slowest).
+Without a GPU it says so and exits 0.
+"""
 
 
 def _epilog() -> str:
@@ -111,6 +133,24 @@ def register(subparsers) -> None:
                    help="print the GPU/Network Operator prerequisites (Markdown) and exit")
     p.set_defaults(func=manifests_command)
 
+    raw = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "nccl-log", formatter_class=raw, epilog=NCCL_LOG_EPILOG,
+        help="explain an NCCL_DEBUG=INFO log: transports, NICs, algorithms, warnings",
+        description="Summarise what NCCL decided, from its NCCL_DEBUG=INFO output.")
+    p.add_argument("file", type=Path, help="log file (several ranks' logs may be concatenated)")
+    p.add_argument("--json", action="store_true", help="print the parsed log as JSON")
+    p.set_defaults(func=nccl_log_command)
+
+    p = subparsers.add_parser(
+        "topo", formatter_class=raw, epilog=TOPO_EPILOG,
+        help="GPU-to-GPU link matrix (NVLink/PCIe/cross-socket) and NIC affinity via NVML",
+        description="Show how this machine's GPUs (and NICs) are connected, like "
+        "`nvidia-smi topo -m`.")
+    p.add_argument("--json", action="store_true", help="print the topology as JSON")
+    p.set_defaults(func=topo_command)
+
+
 
 def _rdma(spec: str | None) -> tuple[str | None, int]:
     if not spec:
@@ -197,3 +237,22 @@ def manifests_command(args) -> int:
     else:
         print(text, end="")
     return rc
+
+
+def nccl_log_command(args) -> int:
+    from labkit.cluster.nccl_diagnose import format_summary, report
+    from labkit.cluster.nccl_log import parse_nccl_log
+
+    if not args.file.is_file():
+        raise UserError(f"{args.file} is not a file; pass the path of an NCCL_DEBUG=INFO log")
+    log = parse_nccl_log(args.file.read_text(errors="replace"))
+    print(json.dumps(report(log), indent=2) if args.json else format_summary(log))
+    return 0
+
+
+def topo_command(args) -> int:
+    from labkit.cluster.topo import format_topology, read_topology
+
+    topo = read_topology()
+    print(json.dumps(topo, indent=2) if args.json else format_topology(topo))
+    return 0

@@ -8,7 +8,7 @@ benchmark.py    `labkit collectives`: nccl-tests-style benchmark of every collec
 table.py        sizes like `-b 1K -e 64M` and the nccl-tests-style results table
 alpha_beta.py   fit latency (alpha) and inverse bandwidth (beta); ring vs tree predictions
 ring.py         exercise: ring all_reduce from send/recv (its self-check: labkit/checks/)
-cli.py          registers `labkit collectives` with the `labkit` command
+cli.py          `labkit collectives`
 
 DDP training is labkit.training, NCCL logs / topology / cluster manifests labkit.cluster,
 and lab 10's glue labkit.labs.l10_collectives.

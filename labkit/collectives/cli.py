@@ -1,4 +1,4 @@
-"""Sub-commands of step 1: `labkit collectives`, `labkit nccl-log`, `labkit topo`.
+"""`labkit collectives`: an nccl-tests-style benchmark of every collective on N local ranks.
 
 Only the standard library is imported here; torch and pynvml load inside the handlers.
 """
@@ -9,8 +9,6 @@ import argparse
 import json
 import os
 from pathlib import Path
-
-from labkit.errors import UserError
 
 COLLECTIVES_EPILOG = """\
 What the columns mean (the same as nccl-tests, so numbers compare with published ones):
@@ -28,24 +26,6 @@ examples:
   labkit collectives                                  gloo on CPU, 2 ranks, 1K..16M
   labkit collectives --ops all_reduce --min-bytes 1M --max-bytes 64M --json ar.json
   labkit collectives --backend nccl --nproc 8 --min-bytes 8 --max-bytes 8G --factor 2
-"""
-
-NCCL_LOG_EPILOG = """\
-Make a log to read:
-  NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,GRAPH,NET,TUNING NCCL_DEBUG_FILE=nccl.%h.%p.log \\
-      labkit collectives --backend nccl --nproc 8
-  labkit nccl-log nccl.gpu-node-1.12345.log
-It reports NCCL's version, which rank runs on which host/GPU, the transport of every channel
-(P2P/IPC or P2P/CUMEM = GPU-to-GPU over NVLink/PCIe; SHM = through host memory; NET/IB =
-InfiniBand/RoCE, with GDRDMA = GPUDirect RDMA; NET/Socket = plain TCP), the NICs NCCL chose,
-the algorithm/protocol picked per size (TUNING lines) and every WARN, then what to check.
-"""
-
-TOPO_EPILOG = """\
-Cells as in `nvidia-smi topo -m`: NV<k> = k NVLinks (direct or through NVSwitch), PIX = same
-PCIe switch, PXB = several PCIe switches, PHB = through the CPU's PCIe host bridge, NODE =
-across host bridges on one NUMA node, SYS = across the CPU socket interconnect (slowest).
-Without a GPU it says so and exits 0.
 """
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64", "int8", "uint8",
@@ -82,23 +62,6 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="do not stream the ranks' output")
     p.set_defaults(func=collectives_command)
 
-    p = subparsers.add_parser(
-        "nccl-log", formatter_class=raw, epilog=NCCL_LOG_EPILOG,
-        help="explain an NCCL_DEBUG=INFO log: transports, NICs, algorithms, warnings",
-        description="Summarise what NCCL decided, from its NCCL_DEBUG=INFO output.")
-    p.add_argument("file", type=Path, help="log file (several ranks' logs may be concatenated)")
-    p.add_argument("--json", action="store_true", help="print the parsed log as JSON")
-    p.set_defaults(func=nccl_log_command)
-
-    p = subparsers.add_parser(
-        "topo", formatter_class=raw, epilog=TOPO_EPILOG,
-        help="GPU-to-GPU link matrix (NVLink/PCIe/cross-socket) and NIC affinity via NVML",
-        description="Show how this machine's GPUs (and NICs) are connected, like "
-        "`nvidia-smi topo -m`.")
-    p.add_argument("--json", action="store_true", help="print the topology as JSON")
-    p.set_defaults(func=topo_command)
-
-
 def _write_json(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -129,22 +92,3 @@ def collectives_command(args) -> int:
         print(f"# wrote {args.json}")
     wrong = sum(r.get("wrong") or 0 for r in report["rows"])
     return 1 if wrong else 0
-
-
-def nccl_log_command(args) -> int:
-    from labkit.cluster.nccl_diagnose import format_summary, report
-    from labkit.cluster.nccl_log import parse_nccl_log
-
-    if not args.file.is_file():
-        raise UserError(f"{args.file} is not a file; pass the path of an NCCL_DEBUG=INFO log")
-    log = parse_nccl_log(args.file.read_text(errors="replace"))
-    print(json.dumps(report(log), indent=2) if args.json else format_summary(log))
-    return 0
-
-
-def topo_command(args) -> int:
-    from labkit.cluster.topo import format_topology, read_topology
-
-    topo = read_topology()
-    print(json.dumps(topo, indent=2) if args.json else format_topology(topo))
-    return 0

@@ -13,7 +13,7 @@ from labkit.labs import l23_engine_comparison as compare, l22_deploy_and_bench a
 from labkit.bench import server_metrics
 from labkit.bench.client import RequestRecord
 from labkit.bench.fake_server import fake_server
-from labkit.bench.fresh_sweep import run_fresh_sweep
+from labkit.bench.sweep import run_fresh_sweep
 from labkit.bench.loadgen import BenchConfig, run_bench
 from labkit.bench.workloads import WorkloadParams
 from labkit.cost.per_token import cost_per_million_tokens

@@ -5,10 +5,9 @@
     client.py       one streaming request, timed chunk by chunk; faults become causes
     request_metrics.py  TTFT, both TPOT conventions, ITL, E2E, goodput, token mismatch
     loadgen.py      the benchmark loop: drift-free dispatcher, JSONL written as we go
-    sweep.py        many loads → table, latency-vs-throughput plot, capacity at the SLO
+    sweep.py        many loads (fresh prompts each) → table, Pareto plot, capacity at the SLO
     report.py       summary table, JSON and CSV
     capacity.py     capacity at the SLO, searched: raise the load, bisect, both bounds
-    fresh_sweep.py  a sweep for notebooks: fresh prompts at every load point
     server_metrics.py  the server's own /metrics around a run (prefix-cache hits, means)
     plots.py        figures: Pareto, both TPOTs, curves per config, capacity and cost
     fake_server.py  an OpenAI-compatible server with known latencies: the oracle for tests

@@ -1,6 +1,7 @@
 """Figures a lab records (each function returns a matplotlib Figure; nothing is saved here).
 
     pareto_figure        p99 TTFT and TPOT vs output tok/s per load, SLO lines, capacity
+                         (defined in sweep.py, which saves it as pareto.png)
     conventions_figure   the same requests under two "TPOT"s, and two clocks for E2E
     curves_figure        one latency-vs-throughput curve per engine+config
     capacity_figure      tok/s at the SLO and $/1M output tokens per engine+config
@@ -11,53 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from labkit.bench import request_metrics as metrics
-from labkit.bench.sweep import LOAD_NAME, pareto_front
-
-PANELS = (("ttft_p99_ms", "TTFT p99 (ms)", "ttft"),
-          ("tpot_p99_ms", "TPOT p99 (ms, vLLM convention)", "tpot"))
+from labkit.bench.sweep import LOAD_NAME
+from labkit.bench.sweep import pareto_figure  # noqa: F401 (sweep.py saves it; labs show it)
 
 
 def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def pareto_figure(rows: list[dict], slo: dict, kind: str, capacity: dict | None = None):
-    """Latency vs throughput, one point per load; the Pareto front and the capacity marked."""
-    fig, axes = _plt().subplots(1, 2, figsize=(11, 4.2))
-    for ax, (key, label, slo_key) in zip(axes, PANELS):
-        pts = [(r["output_tok_per_s"], r[key]) for r in rows if r[key] is not None]
-        if not pts:
-            ax.set_title(f"{label}: no data")
-            continue
-        ok = [r for r in rows if r[key] is not None and r["meets_slo"]]
-        bad = [r for r in rows if r[key] is not None and not r["meets_slo"]]
-        ax.scatter([r["output_tok_per_s"] for r in ok], [r[key] for r in ok],
-                   color="tab:green", label="meets the SLO", zorder=3)
-        ax.scatter([r["output_tok_per_s"] for r in bad], [r[key] for r in bad],
-                   color="tab:red", marker="x", label="misses the SLO", zorder=3)
-        for r in rows:
-            if r[key] is not None:
-                ax.annotate(f"{LOAD_NAME[kind]} {r['load']:g}", (r["output_tok_per_s"], r[key]),
-                            textcoords="offset points", xytext=(4, 4), fontsize=8)
-        front = pareto_front(pts)
-        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color="tab:orange",
-                label="Pareto front", zorder=2)
-        if slo.get(slo_key):
-            ax.axhline(slo[slo_key], color="tab:red", linestyle="--", lw=1,
-                       label=f"SLO {slo[slo_key]:g} ms")
-        if capacity and capacity.get(key) is not None:
-            ax.scatter([capacity["output_tok_per_s"]], [capacity[key]], s=160,
-                       facecolors="none", edgecolors="black", label="capacity at the SLO",
-                       zorder=4)
-        ax.set_xlabel("output tokens/s (server usage)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("latency vs throughput: each point is one load level")
-    fig.tight_layout()
-    return fig
 
 
 def _cdf(ax, values_ms, label, **kw):

@@ -76,60 +76,88 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def plot(rows: list[dict], kind: str, slo: dict, path: Path) -> Path:
-    import matplotlib
+PANELS = (("ttft_p99_ms", "TTFT p99 (ms)", "ttft"),
+          ("tpot_p99_ms", "TPOT p99 (ms, vLLM convention)", "tpot"))
 
-    matplotlib.use("Agg")
+
+def _plt():
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, name, limit in ((axes[0], "ttft_p99_ms", "TTFT p99 (ms)", slo.get("ttft")),
-                                 (axes[1], "tpot_p99_ms", "TPOT p99 (ms, vLLM convention)",
-                                  slo.get("tpot"))):
+    return plt
+
+
+def pareto_figure(rows: list[dict], slo: dict, kind: str, capacity: dict | None = None):
+    """Latency vs throughput, one point per load; the Pareto front and the capacity marked."""
+    fig, axes = _plt().subplots(1, 2, figsize=(11, 4.2))
+    for ax, (key, label, slo_key) in zip(axes, PANELS):
         pts = [(r["output_tok_per_s"], r[key]) for r in rows if r[key] is not None]
         if not pts:
+            ax.set_title(f"{label}: no data")
             continue
-        ax.scatter(*zip(*pts), color="tab:blue", zorder=3)
+        ok = [r for r in rows if r[key] is not None and r["meets_slo"]]
+        bad = [r for r in rows if r[key] is not None and not r["meets_slo"]]
+        ax.scatter([r["output_tok_per_s"] for r in ok], [r[key] for r in ok],
+                   color="tab:green", label="meets the SLO", zorder=3)
+        ax.scatter([r["output_tok_per_s"] for r in bad], [r[key] for r in bad],
+                   color="tab:red", marker="x", label="misses the SLO", zorder=3)
         for r in rows:
             if r[key] is not None:
-                ax.annotate(f"{r['load']:g}", (r["output_tok_per_s"], r[key]),
+                ax.annotate(f"{LOAD_NAME[kind]} {r['load']:g}", (r["output_tok_per_s"], r[key]),
                             textcoords="offset points", xytext=(4, 4), fontsize=8)
         front = pareto_front(pts)
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color="tab:orange",
                 label="Pareto front", zorder=2)
-        if limit:
-            ax.axhline(limit, color="tab:red", linestyle="--", label=f"SLO {limit:g} ms")
-        ax.set_xlabel("output tokens/s")
-        ax.set_ylabel(name)
+        if slo.get(slo_key):
+            ax.axhline(slo[slo_key], color="tab:red", linestyle="--", lw=1,
+                       label=f"SLO {slo[slo_key]:g} ms")
+        if capacity and capacity.get(key) is not None:
+            ax.scatter([capacity["output_tok_per_s"]], [capacity[key]], s=160,
+                       facecolors="none", edgecolors="black", label="capacity at the SLO",
+                       zorder=4)
+        ax.set_xlabel("output tokens/s (server usage)")
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"latency vs throughput; point labels = {LOAD_NAME[kind]}")
+    fig.suptitle("latency vs throughput: each point is one load level")
     fig.tight_layout()
+    return fig
+
+
+def save_pareto_png(rows: list[dict], kind: str, slo: dict, path: Path) -> Path:
+    """pareto_figure saved as a PNG (headless: the Agg backend, the figure closed after)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = pareto_figure(rows, slo, kind, capacity(rows) if slo else None)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plt().close(fig)
     return path
 
 
 def run_sweep(cfg: BenchConfig, kind: str, values: list[float],
-              attainment: float = 0.9) -> dict:
+              attainment: float = 0.9, plot: bool = True) -> dict:
     """Run one benchmark per value; write the table, the plot and the capacity.
 
     Load point i uses seed cfg.seed + i: new prompts each time, the same lengths. With one
     seed for every point, point 2 would resend point 1's exact prompts, and an engine with a
     prefix cache (vLLM's default, SGLang, the teaching engine) would serve them from cache:
-    a "random" workload quietly turned into a 100 %-hit one, flattering the later points."""
-    if kind not in ("rates", "concurrencies"):
-        raise ValueError("kind must be 'rates' or 'concurrencies'")
+    a "random" workload quietly turned into a 100 %-hit one, flattering the later points.
+    Shared-prefix groups get new system prompts per point too, so every point starts with
+    cold prefixes and warms them itself.
+
+    The result: rows, capacity, kind, slo_ms, attainment, out_dir, plot (sweep.json holds
+    these), plus `summaries`: each point's full summary, for a lab's readout."""
+    if kind not in LOAD_NAME:
+        raise ValueError(f"kind must be one of {', '.join(LOAD_NAME)}, got {kind!r}")
     out = Path(cfg.out_dir or default_out_dir())
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, summaries = [], []
     for i, v in enumerate(values):
-        sub = out / f"{LOAD_NAME[kind]}-{v:g}"
-        if kind == "rates":
-            c = replace(cfg, rate=float(v), out_dir=str(sub), seed=cfg.seed + i)
-        else:
-            c = replace(cfg, concurrency=int(v), out_dir=str(sub), seed=cfg.seed + i)
-        rows.append(row_from_summary(v, run_bench(c), attainment))
+        point = replace(cfg, out_dir=str(out / f"{LOAD_NAME[kind]}-{v:g}"), seed=cfg.seed + i)
+        point = replace(point, rate=float(v)) if kind == "rates" else \
+            replace(point, concurrency=int(v))
+        summaries.append(run_bench(point))
+        rows.append(row_from_summary(v, summaries[-1], attainment))
     with open(out / "sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
@@ -138,8 +166,16 @@ def run_sweep(cfg: BenchConfig, kind: str, values: list[float],
     result = {"kind": kind, "slo_ms": cfg.slo, "attainment": attainment, "rows": rows,
               "capacity": best, "out_dir": str(out)}
     (out / "sweep.json").write_text(json.dumps(_clean(result), indent=2) + "\n")
-    result["plot"] = str(plot(rows, kind, cfg.slo, out / "pareto.png"))
+    if plot:
+        result["plot"] = str(save_pareto_png(rows, kind, cfg.slo, out / "pareto.png"))
+    result["summaries"] = summaries
     return result
+
+
+def run_fresh_sweep(cfg: BenchConfig, kind: str, values: list[float],
+                    attainment: float = 0.9, plot: bool = True) -> dict:
+    """run_sweep with the loads in ascending order, as a lab reads them."""
+    return run_sweep(cfg, kind, sorted(values), attainment, plot)
 
 
 def format_sweep(result: dict) -> str:

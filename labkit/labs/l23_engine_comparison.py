@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from labkit.bench.capacity import SearchPlan, describe_bounds, run_capacity_search
-from labkit.bench.fresh_sweep import run_fresh_sweep
+from labkit.bench.sweep import run_fresh_sweep
 from labkit.labs.l22_deploy_and_bench import load_average
 from labkit.bench.loadgen import BenchConfig, run_bench
 from labkit.bench.server_metrics import prefix_hit_rate, scrape

@@ -1,16 +1,17 @@
-"""Reading a benchmark: every latency under its convention, and the known measurement faults.
+"""Lab 22's readout: every latency under its convention, and the known measurement faults.
 
 A load test is only as good as its instrument. The public tools have shipped five faults
 (FIELD_NOTES "Serving metrics"); `fault_table` checks each one against *this* run's own
-records, so the lab can say "not present here, and here is the number that shows it":
+records, so the lab can say "not present here, and here is the number that shows it".
+One function per fault:
 
-    rate drift          relative sleeps let late wake-ups add up (vLLM #21104)
-    hidden queueing     latency timed from the actual send hides waits inside the client
-                        (vLLM #54101: p99 E2E 507 ms from send, 3,330 ms from schedule)
-    retokenisation      counting tokens on the client disagrees with the server's usage
-                        (inference-perf #580: > 50 % of requests)
-    connection pool cap aiohttp's default pool holds 100 connections; request 101 waits
-    negative TTFT       two clocks mixed under overload (GuideLLM #216)
+    rate_drift           relative sleeps let late wake-ups add up (vLLM #21104)
+    hidden_queueing      latency timed from the actual send hides waits inside the client
+                         (vLLM #54101: p99 E2E 507 ms from send, 3,330 ms from schedule)
+    client_token_counts  counting tokens on the client disagrees with the server's usage
+                         (inference-perf #580: > 50 % of requests)
+    pool_cap             aiohttp's default pool holds 100 connections; request 101 waits
+    negative_ttft        two clocks mixed under overload (GuideLLM #216)
 """
 
 from __future__ import annotations
@@ -138,12 +139,23 @@ def fault_table(sweep: dict, capped: dict | None = None,
     same load run behind a concurrency cap, which makes client-side queueing happen.
     `retokenised`: the runs were given a local tokenizer (BenchConfig.tokenizer), so the
     client re-encoded each answer; without one the client only counted chunks.
+    Each check returns (its row, its scalars); a scalar that could not be measured is None
+    and left out.
     """
     per_point = [records_of(s) for s in sweep["summaries"]]
     everything = [r for recs in per_point for r in recs] + list(capped_records or [])
-    rows, scalars = [], {}
+    checks = [rate_drift(sweep, per_point), hidden_queueing(capped),
+              client_token_counts(everything, retokenised),
+              pool_cap(per_point + [capped_records or []]), negative_ttft(everything)]
+    rows, scalars = [row for row, _ in checks], {}
+    for _, found in checks:
+        scalars.update(found)
+    return rows, {k: v for k, v in scalars.items() if v is not None}
 
-    # 1. rate drift
+
+def rate_drift(sweep: dict, per_point: list[list[RequestRecord]]) -> tuple[dict, dict]:
+    """Fault 1: did the open-loop schedule keep its rate (and would relative sleeps have)?"""
+    scalars = {}
     ratios = [s["rate"]["achieved_vs_target"] for s in sweep["summaries"]]
     naive = [naive_dispatch_rate(recs) for recs in per_point]
     targets = [s["rate"]["target"] for s in sweep["summaries"]]
@@ -162,11 +174,14 @@ def fault_table(sweep: dict, capped: dict | None = None,
         verdict = "no drift (≥ 99 %)" if worst >= 0.99 else "drift: the client was short of CPU"
     else:
         measured, verdict = "closed loop (concurrency sweep): no target rate", "not applicable"
-    rows.append({"fault": "open-loop rate drift",
-                 "seen in public tools": "vLLM #21104: 183.5 req/s sent for 200 asked",
-                 "this run": measured, "verdict": verdict})
+    return {"fault": "open-loop rate drift",
+            "seen in public tools": "vLLM #21104: 183.5 req/s sent for 200 asked",
+            "this run": measured, "verdict": verdict}, scalars
 
-    # 2. hidden client queueing
+
+def hidden_queueing(capped: dict | None) -> tuple[dict, dict]:
+    """Fault 2: a concurrency cap's client-side wait, seen on both clocks?"""
+    scalars = {}
     if capped:
         lat = capped["latency_ms"]
         send, sched = lat["e2e"].get("p99"), lat["e2e_from_schedule"].get("p99")
@@ -180,48 +195,51 @@ def fault_table(sweep: dict, capped: dict | None = None,
         verdict = "visible: both clocks reported, SLO judged on the schedule's"
     else:
         measured, verdict = "no capped run", "not measured"
-    rows.append({"fault": "client queueing hidden by timing from the send",
-                 "seen in public tools": "vLLM #54101: p99 E2E 507 ms from send vs 3,330 ms "
-                                         "from schedule",
-                 "this run": measured, "verdict": verdict})
+    return {"fault": "client queueing hidden by timing from the send",
+            "seen in public tools": "vLLM #54101: p99 E2E 507 ms from send vs 3,330 ms "
+                                    "from schedule",
+            "this run": measured, "verdict": verdict}, scalars
 
-    # 3. retokenisation
-    tc = token_counts(everything)
+
+def client_token_counts(records: list[RequestRecord], retokenised: bool) -> tuple[dict, dict]:
+    """Fault 3: token counts made on the client (chunks, retokenising) vs the server's usage."""
+    tc = token_counts(records)
     if not retokenised:
         tc["retokenised_mismatch_rate"] = None
-    scalars.update(chunks_vs_usage_mismatch_rate=tc["chunks_mismatch_rate"],
+    scalars = dict(chunks_vs_usage_mismatch_rate=tc["chunks_mismatch_rate"],
                    retokenised_vs_usage_mismatch_rate=tc["retokenised_mismatch_rate"])
     retok = (f"retokenising the text {_pct(tc['retokenised_mismatch_rate'])}" if retokenised
              else "retokenising not tried (no local tokenizer)")
-    rows.append({"fault": "client-side token counts",
-                 "seen in public tools": "inference-perf #580: retokenised count ≠ usage on "
-                                         "> 50 % of requests",
-                 "this run": f"client count ≠ server usage: counting chunks "
-                             f"{_pct(tc['chunks_mismatch_rate'])}, {retok}, of "
-                             f"{tc['with_usage']} requests",
-                 "verdict": "throughput uses the server's usage" if not tc["without_usage"]
-                 else f"{tc['without_usage']} requests had no usage: client counts used"})
+    return {"fault": "client-side token counts",
+            "seen in public tools": "inference-perf #580: retokenised count ≠ usage on "
+                                    "> 50 % of requests",
+            "this run": f"client count ≠ server usage: counting chunks "
+                        f"{_pct(tc['chunks_mismatch_rate'])}, {retok}, of "
+                        f"{tc['with_usage']} requests",
+            "verdict": "throughput uses the server's usage" if not tc["without_usage"]
+            else f"{tc['without_usage']} requests had no usage: client counts used"}, scalars
 
-    # 4. connection pool cap
-    peak = max((peak_in_flight(recs) for recs in per_point + [capped_records or []]),
-               default=0)
-    scalars["peak_in_flight"] = peak
+
+def pool_cap(runs: list[list[RequestRecord]]) -> tuple[dict, dict]:
+    """Fault 4: would aiohttp's default pool of 100 connections have held requests back?"""
+    peak = max((peak_in_flight(recs) for recs in runs), default=0)
     verdict = (f"a default aiohttp pool would have held back {peak - AIOHTTP_DEFAULT_POOL} "
                "requests inside the client" if peak > AIOHTTP_DEFAULT_POOL else
                f"the default cap of {AIOHTTP_DEFAULT_POOL} would not have bound here "
                f"(peak {peak})")
-    rows.append({"fault": "connection pool cap",
-                 "seen in public tools": "aiohttp's default pool: 100 connections",
-                 "this run": f"peak requests in flight: {peak}; labkit bench has no cap",
-                 "verdict": verdict})
+    return {"fault": "connection pool cap",
+            "seen in public tools": "aiohttp's default pool: 100 connections",
+            "this run": f"peak requests in flight: {peak}; labkit bench has no cap",
+            "verdict": verdict}, {"peak_in_flight": peak}
 
-    # 5. negative TTFT
-    ext = ttft_extremes(everything)
-    scalars.update(negative_ttft_count=ext["negative"], min_ttft_ms=ext["min_ms"])
-    rows.append({"fault": "negative TTFT",
-                 "seen in public tools": "GuideLLM #216: negative TTFT under overload",
-                 "this run": f"{ext['negative']} negative of {ext['n']}; smallest TTFT "
-                             f"{ext['min_ms']:,.1f} ms" if ext["n"] else "no TTFT measured",
-                 "verdict": "one monotonic clock for schedule, send and chunks"
-                 if ext["negative"] == 0 else "BUG: a TTFT below zero"})
-    return rows, {k: v for k, v in scalars.items() if v is not None}
+
+def negative_ttft(records: list[RequestRecord]) -> tuple[dict, dict]:
+    """Fault 5: a TTFT below zero, the sign of two clocks mixed."""
+    ext = ttft_extremes(records)
+    return {"fault": "negative TTFT",
+            "seen in public tools": "GuideLLM #216: negative TTFT under overload",
+            "this run": f"{ext['negative']} negative of {ext['n']}; smallest TTFT "
+                        f"{ext['min_ms']:,.1f} ms" if ext["n"] else "no TTFT measured",
+            "verdict": "one monotonic clock for schedule, send and chunks"
+            if ext["negative"] == 0 else "BUG: a TTFT below zero"}, \
+        {"negative_ttft_count": ext["negative"], "min_ttft_ms": ext["min_ms"]}

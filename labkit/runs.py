@@ -9,10 +9,17 @@ Layout (the run directory is the only hand-off between labs, and to the portfoli
 
 A lab notebook does:
 
-    rec = labkit.runs.lab("00_orientation", params={"matmul_size": matmul_size})
-    rec.scalar("matmul_tflops", 1.7, unit="TFLOP/s")
+    rec = labkit.runs.lab("00_orientation")     # params: the notebook's parameters cell
+    rec.scalars({"matmul_tflops": (1.7, "TFLOP/s"),          # (value, unit)
+                 "copy_gbs": (12.0, "GB/s", "8 MiB buffer"),  # (value, unit, note)
+                 "threads": 2,                                # a bare value: no unit
+                 "gpu_tflops": NotMeasured("no CUDA GPU on this machine")},
+                note="median of 5")                           # for entries without one
     rec.figure("roofline", fig)
-    rec.not_measured("gpu_tflops", "no CUDA GPU on this machine")
+
+`lab(name)` records the lab's papermill parameters itself: the names assigned in the cell
+tagged `parameters` of labs/<name>.ipynb, with their values in the calling notebook at that
+moment (papermill's injected values included), so a lab does not list them again.
 
 Under `labkit run` the run directory comes from LABKIT_RUN_DIR; a notebook opened by hand
 records into runs/interactive-<date>/ instead. Every write is atomic (temp file + rename),
@@ -28,12 +35,16 @@ import io
 import json
 import os
 import shutil
-import tempfile
+import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from labkit import labs as labs_mod
 from labkit import secrets
 from labkit.atomic import FILE_MODE, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from labkit.env import machine_summary
+from labkit.errors import UserError
 
 RUNS_DIR_ENV = "LABKIT_RUNS_DIR"  # where runs live (default ./runs)
 RUN_DIR_ENV = "LABKIT_RUN_DIR"  # the current run, set by `labkit run` for each lab's kernel
@@ -71,17 +82,14 @@ def resolve_run_dir(run: str | os.PathLike) -> Path:
     q = runs_root() / str(run)
     if q.is_dir():
         return q.resolve()
-    from labkit.errors import UserError
-
-    known = sorted(d.name for d in runs_root().glob("*") if d.is_dir()) if runs_root().is_dir() else []
+    root = runs_root()
+    known = sorted(d.name for d in root.glob("*") if d.is_dir()) if root.is_dir() else []
     raise UserError(f"no run directory {run!r} (looked in . and {runs_root()}); "
                     f"known runs: {', '.join(known[-5:]) or 'none yet — run `labkit run` first'}")
 
 
 def write_run_json(run_dir: Path, **fields: Any) -> dict:
     """Create or update run.json with machine facts and the given fields."""
-    from labkit.env import machine_summary  # late import: env imports heavier helpers
-
     path = run_dir / "run.json"
     info = read_json(path, default={}) or {}
     if "machine" not in info:
@@ -96,6 +104,12 @@ def _now() -> str:
 
 
 # --- recording ----------------------------------------------------------------------------
+
+class NotMeasured(NamedTuple):
+    """A value for rec.scalars that says this tier could not measure it, and why."""
+
+    reason: str
+
 
 class LabRecorder:
     """Records one lab's results into <run>/<lab>/results.json (rewritten atomically)."""
@@ -120,6 +134,40 @@ class LabRecorder:
         if value is None:
             raise ValueError(f"{name}: use not_measured(name, reason) instead of a None value")
         self.results["scalars"][name] = {"value": value, "unit": unit, "note": note}
+        self._save()
+
+    def scalars(self, values: dict[str, Any], unit: str = "", note: str = "") -> None:
+        """Several scalars in one call (and one write), one entry per idea:
+
+            value                      recorded with the call's unit and note
+            (value, unit)              its own unit, the call's note
+            (value, unit, note)        its own unit and note
+            NotMeasured(reason)        rec.not_measured(name, reason)
+
+        A None value is an error, as in scalar(): say why with NotMeasured instead."""
+        entries = {}
+        for name, v in values.items():
+            if isinstance(v, NotMeasured):
+                entries[name] = v
+                continue
+            parts = tuple(v) if isinstance(v, tuple) else (v,)
+            if not 1 <= len(parts) <= 3:
+                raise ValueError(f"{name}: want value, (value, unit) or (value, unit, note); "
+                                 f"got {v!r}")
+            if len(parts) == 1:
+                (value,), u, n = parts, unit, note
+            elif len(parts) == 2:
+                (value, u), n = parts, note
+            else:
+                value, u, n = parts
+            if value is None:
+                raise ValueError(f"{name}: use NotMeasured(reason) instead of a None value")
+            entries[name] = {"value": value, "unit": u, "note": n}
+        for name, e in entries.items():  # all checked before anything is recorded
+            if isinstance(e, NotMeasured):
+                self.results["not_measured"][name] = e.reason
+            else:
+                self.results["scalars"][name] = e
         self._save()
 
     def table(self, name: str, rows: Any, note: str = "") -> Path:
@@ -181,7 +229,10 @@ class LabRecorder:
 
 
 def lab(name: str, params: dict | None = None) -> LabRecorder:
-    """The recorder for lab `name` in the current run (see module docstring)."""
+    """The recorder for lab `name` in the current run (see module docstring). Without
+    `params`, the lab's papermill parameters are read from the calling notebook."""
+    if params is None:
+        params = notebook_parameters(name, sys._getframe(1).f_globals)
     run_dir = os.environ.get(RUN_DIR_ENV)
     if run_dir:
         run = Path(run_dir)
@@ -191,6 +242,17 @@ def lab(name: str, params: dict | None = None) -> LabRecorder:
     if not (run / "run.json").exists():
         write_run_json(run, profile="interactive", command="(notebook run by hand)")
     return LabRecorder(run / name, name, params)
+
+
+def notebook_parameters(lab_name: str, namespace: dict) -> dict:
+    """The current value in `namespace` of every name the lab's parameters cell assigns."""
+    try:
+        names = labs_mod.parameter_names(labs_mod.labs_dir() / f"{lab_name}.ipynb")
+    except (OSError, ValueError, UserError) as e:
+        warnings.warn(f"lab {lab_name}: parameters not recorded ({e}); pass params=dict(...)",
+                      stacklevel=3)
+        return {}
+    return {n: namespace[n] for n in names if n in namespace}
 
 
 def load_results(run_dir: os.PathLike | str) -> dict[str, dict]:

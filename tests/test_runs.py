@@ -78,3 +78,48 @@ def test_written_files_are_readable_by_all(tmp_path):
     # mkstemp alone would leave 0600: a results.json or page nobody else can read.
     p = runs.atomic_write_json(tmp_path / "sub" / "results.json", {"a": 1})
     assert p.stat().st_mode & 0o777 == 0o644
+
+
+def test_scalars_records_units_notes_and_not_measured_in_one_call(run_dir):
+    rec = runs.lab("00_orientation", params={})
+    rec.scalars({"tflops": (1.5, "TFLOP/s"), "gbs": (12.0, "GB/s", "8 MiB"), "threads": 2,
+                 "gpu_tflops": runs.NotMeasured("no CUDA GPU")}, note="median of 5")
+    res = json.loads((rec.path / "results.json").read_text())
+    assert res["scalars"]["tflops"] == {"value": 1.5, "unit": "TFLOP/s", "note": "median of 5"}
+    assert res["scalars"]["gbs"] == {"value": 12.0, "unit": "GB/s", "note": "8 MiB"}
+    assert res["scalars"]["threads"] == {"value": 2, "unit": "", "note": "median of 5"}
+    assert res["not_measured"] == {"gpu_tflops": "no CUDA GPU"}
+    assert "gpu_tflops" not in res["scalars"]
+
+
+def test_scalars_refuses_none_and_records_nothing_of_a_bad_call(run_dir):
+    rec = runs.lab("00_orientation", params={})
+    with pytest.raises(ValueError, match="NotMeasured"):
+        rec.scalars({"fine": 1.0, "missing": None})
+    with pytest.raises(ValueError, match="want value"):
+        rec.scalars({"fine": 1.0, "too_many": (1, "ms", "note", "extra")})
+    assert json.loads((rec.path / "results.json").read_text())["scalars"] == {}
+
+
+def test_lab_reads_the_parameters_cell_and_takes_the_callers_values(run_dir, tmp_path,
+                                                                   monkeypatch):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("size = 3  # matrix size\nmode: str = 'fast'\n")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(nb, tmp_path / "99_demo.ipynb")
+    monkeypatch.setenv("LABKIT_LABS_DIR", str(tmp_path))
+    # a notebook's globals: papermill injected size and mode; x is not a parameter
+    kernel = {"runs": runs, "size": 512, "mode": "slow", "x": 7}
+    exec('rec = runs.lab("99_demo")', kernel)
+    assert kernel["rec"].results["params"] == {"size": 512, "mode": "slow"}
+
+
+def test_lab_without_its_notebook_warns_and_records_no_parameters(run_dir, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("LABKIT_LABS_DIR", str(tmp_path))
+    with pytest.warns(UserWarning, match="parameters not recorded"):
+        rec = runs.lab("98_missing")
+    assert rec.results["params"] == {}

@@ -30,6 +30,7 @@ record, checked in CI. `labkit doctor` evaluates those requirements against this
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from dataclasses import dataclass, field
@@ -92,6 +93,22 @@ def select(names: list[str] | None) -> list[Lab]:
     return sorted(chosen, key=lambda lab: lab.name)
 
 
+def parameter_names(path: Path) -> list[str]:
+    """The names the cell tagged `parameters` assigns, in order (no papermill needed: this
+    runs in every lab's kernel, through labkit.runs.lab)."""
+    nb = json.loads(Path(path).read_text())
+    for cell in nb.get("cells", []):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            names: list[str] = []
+            for node in ast.parse(src).body:
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AnnAssign) else []
+                names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+            return names
+    raise ValueError(f"{path} has no cell tagged 'parameters'")
+
+
 def parameters_of(path: Path) -> dict[str, dict]:
     """Parse the `parameters` cell with papermill's own inspector, plus `# one of: a, b`."""
     import papermill
@@ -114,8 +131,6 @@ def parameters_of(path: Path) -> dict[str, dict]:
 
 
 def _literal(src: str | None):
-    import ast
-
     try:
         return ast.literal_eval(src) if src is not None else None
     except (ValueError, SyntaxError):

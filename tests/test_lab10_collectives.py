@@ -132,3 +132,19 @@ def test_portfolio_page_states_measured_and_modelled_numbers(fake_run, tmp_path)
     assert "not measured on this tier: the lab ran gloo on CPU processes" in page
     assert "fitted_1024rank" not in page  # missing results never render as a raw name
     assert "*not measured in this run*" in page  # ... but as a plain "not measured"
+
+
+def test_fitted_link_inverts_the_ring_model_and_its_scalars_name_the_rank_count():
+    # a 4-rank all_reduce fit T(S) = 60 us + S / 1 GB/s: per ring step alpha = 60 / 6 us and
+    # 1/beta = 1 GB/s * 6 / 4 (2(p-1) steps, each moving S/p bytes)
+    fit = ab.AlphaBeta(alpha_s=60e-6, beta_s_per_byte=1e-9, n_points=8, rel_rms=0.0)
+    assert cs.fitted_link({}, {"nranks": 4, "backend": "gloo"}) is None
+    assert cs.fitted_link({"all_reduce": fit}, {"nranks": 1, "backend": "gloo"}) is None
+    link = cs.fitted_link({"all_reduce": fit}, {"nranks": 4, "backend": "gloo"})
+    assert link.alpha_s == pytest.approx(10e-6)
+    assert link.bandwidth_GBps == pytest.approx(1.5)
+    rows = cs.prediction_rows([2**20], link, link, model="fitted")
+    found = cs.fitted_scalars(link, rows, 2**20, nranks=4)
+    assert found["fitted_step_alpha_us"][:2] == (10.0, "us")
+    biggest = rows[-1]["gpus"]
+    assert {f"fitted_{biggest}rank_large_{a}_ms" for a in ("ring", "tree")} < set(found)

@@ -280,3 +280,32 @@ def test_portfolio_page_says_when_the_drill_failed(tmp_path, monkeypatch):
     page = _fake_run(tmp_path, monkeypatch, drill="failed", diff=0.02)
     assert "did **not** match the uninterrupted run within 1e-06 (difference: 0.02)" in page
     assert "bit for bit" not in page
+
+
+def test_scaling_scalars_record_each_size_and_say_why_4_gloo_ranks_are_missing():
+    from labkit.runs import NotMeasured
+
+    table = [{"world_size": 1, "tokens_per_s_median_step": 100.04, "threads_per_rank": 2,
+              "oversubscribed": False, "efficiency_median_step": 1.0},
+             {"world_size": 2, "tokens_per_s_median_step": 180.0, "threads_per_rank": 1,
+              "oversubscribed": True, "efficiency_median_step": 0.9}]
+    found = ts.scaling_scalars(table, None, {"backend": "gloo"}, [1, 2], [1, 2], cpu_count=2)
+    assert found["scaling_tokens_per_s_1"][:2] == (100.0, "tokens/s")
+    assert "oversubscribed" in found["scaling_tokens_per_s_2"][2]
+    assert found["scaling_efficiency_2"][0] == 0.9
+    assert isinstance(found["scaling_tokens_per_s_4"], NotMeasured)
+    assert "scaling_skipped" not in found
+    nccl = ts.scaling_scalars(table, "no 4 GPUs", {"backend": "nccl"}, [1, 2], [1, 2, 4], 8)
+    assert nccl["scaling_skipped"] == NotMeasured("no 4 GPUs")
+    assert "scaling_tokens_per_s_4" not in nccl
+
+
+def test_drill_scalars_carry_the_verdict_and_the_tolerance():
+    report = dict(restarts=1, resumed_step=10, steps_recomputed=2, reference_final_loss=3.1,
+                  interrupted_final_loss=3.1, loss_abs_diff=0.0, val_loss_abs_diff=0.0,
+                  curve_max_abs_diff=0.0, curve_steps_compared=20, max_param_abs_diff=0.0,
+                  passed=False)
+    found = ts.drill_scalars(report, {"attempts": [{"exitcode": -9}]}, kill_rank=1,
+                             kill_at_step=12, tolerance=1e-3)
+    assert found["drill_result"][0] == "failed" and "0.001" in found["drill_result"][2]
+    assert found["drill_exitcode"][0] == -9 and found["drill_kill_rank"] == 1

@@ -222,3 +222,22 @@ def test_portfolio_page_shows_engine_rows_that_ran_or_failed_and_hides_others(tm
     assert "| hash |" not in page  # never asked for: no row
     assert "Without a prefix cache the median TTFT" not in page  # no speedup was recorded
     assert "shared and overloaded while I measured (1-minute\nload average 999 on" in page
+
+
+def test_engine_ttft_scalars_speedups_and_failures():
+    from labkit.labs import l21_engine_ttft as engine_ttft
+    from labkit.runs import NotMeasured
+
+    none = {"prefix_cache": "none", "ttft_p50_ms": 90.0, "ttft_p99_ms": 120.0, "hit_rate": None}
+    radix_row = {"prefix_cache": "radix", "ttft_p50_ms": 30.0, "ttft_p99_ms": 50.0,
+                 "hit_rate": 0.8}
+    found = engine_ttft.ttft_scalars(radix_row, note="n=8")
+    assert found["ttft_p50_ms_radix"] == (30.0, "ms", "n=8")
+    assert found["engine_hit_rate_radix"][0] == 0.8
+    assert isinstance(engine_ttft.ttft_scalars(none, "")["engine_hit_rate_none"], NotMeasured)
+    assert engine_ttft.speedup_scalars([none, radix_row])["ttft_p50_speedup_radix"][0] == 3.0
+    assert isinstance(engine_ttft.speedup_scalars([radix_row])["ttft_p50_speedup_radix"],
+                      NotMeasured)
+    failed = engine_ttft.failed_scalars("hash", "x" * 900)
+    assert set(failed) == {"ttft_p50_ms_hash", "ttft_p99_ms_hash", "engine_hit_rate_hash"}
+    assert len(failed["ttft_p50_ms_hash"].reason) == 500

@@ -148,3 +148,25 @@ def test_lab23_page_states_the_computed_saving_and_labels_the_price(tmp_path, mo
     assert "apply an H100 on-demand GPU-hour price to throughput measured on a\nCPU" in page
     assert "SGLang has no CPU kernels" in page
     assert "The machine's 1-minute load average" not in page  # not recorded: nothing said
+
+
+def test_capacity_scalars_bound_and_not_measured():
+    from labkit.labs import l22_deploy_and_bench as readout
+    from labkit.runs import NotMeasured
+
+    rows = [{"load": 2.0, "attainment": 1.0, "output_tok_per_s": 30.0},
+            {"load": 8.0, "attainment": 0.95, "output_tok_per_s": 110.0}]
+    cap = {"load": 8.0, "output_tok_per_s": 110.0, "goodput_rps": 7.6}
+    slo = {"ttft": 300.0, "tpot": 50.0}
+    found = readout.capacity_scalars({"capacity": cap, "rows": rows}, slo)
+    assert found["capacity_is_lower_bound"][0] == "yes"  # the top rate met the SLO
+    assert found["capacity_rate"][:2] == (8.0, "req/s")
+    assert found["top_rate_attainment"][0] == 0.95
+    missed = readout.capacity_scalars({"capacity": None, "rows": rows}, slo)
+    assert isinstance(missed["capacity_rate"], NotMeasured)
+    assert "300" in missed["capacity_rate"].reason
+    assert readout.fault_scalars({"min_ttft_ms": 1.23456, "peak_in_flight": 3,
+                                  "modelled_relative_sleep_vs_target_worst": 0.5}) == {
+        "min_ttft_ms": (1.2346, "ms", ""), "peak_in_flight": (3, "", ""),
+        "modelled_relative_sleep_vs_target_worst": (0.5, "",
+                                                    "modelled from this run's wake-up lags")}

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 
-from labkit.collectives.alpha_beta import AlphaBeta, Link, plot_fit, predict_ring_vs_tree
+from labkit.collectives.alpha_beta import (AlphaBeta, Link, link_from_allreduce_fit, plot_fit,
+                                           predict_ring_vs_tree)
 from labkit.collectives.table import human_bytes
 
 CPU_TIER_MAX_BYTES = 4 << 20  # gloo on a laptop: larger sizes only add minutes, not insight
@@ -155,3 +156,27 @@ def plot_predictions(ax, rows: list[dict], title: str):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return ax
+
+
+def fitted_link(fits: dict[str, AlphaBeta], report: dict) -> Link | None:
+    """This machine's per-step link, from the all_reduce fit (None without a fit on 2+ ranks)."""
+    if "all_reduce" not in fits or report["nranks"] < 2:
+        return None
+    a_step, b_step = link_from_allreduce_fit(fits["all_reduce"], report["nranks"])
+    return Link(f"this machine ({report['backend']}, fitted)", 1 / b_step / 1e9,
+                "fitted from this run's all_reduce sweep", a_step)
+
+
+def fitted_scalars(link: Link, rows: list[dict], size: int, nranks: int) -> dict:
+    """The fitted step latency and bandwidth, and the modelled ring/tree times at `size` on the
+    largest rank count of `rows` (prediction_rows with the fitted link), for rec.scalars."""
+    last = [r for r in rows if r["size_bytes"] == size][-1]
+    note = f"modelled from this machine's fit: {last['size']}, {last['gpus']} ranks"
+    return {
+        "fitted_step_alpha_us": (round(link.alpha_s * 1e6, 2), "us",
+                                 f"per ring step, from the all_reduce fit on {nranks} ranks"),
+        "fitted_step_bandwidth_GBps": (round(link.bandwidth_GBps, 4), "GB/s",
+                                       "per ring step (1/beta), from the all_reduce fit"),
+        **{f"fitted_{last['gpus']}rank_large_{algo}_ms":
+           (round(last[f"{algo}_us"] / 1e3, 2), "ms", note) for algo in ("ring", "tree")},
+    }

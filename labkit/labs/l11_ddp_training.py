@@ -7,10 +7,12 @@
     checkpoint_contents(latest_dir)             # what one checkpoint holds, file by file
     torn_write_demo(scratch)                    # which directory a resume would pick
     compare_runs(ref, bad, ...)                 # the fault drill's verdict
+    rec.scalars(scaling_scalars(...))           # what the lab records, one entry per idea
+    rec.scalars(drill_scalars(...))
 
 Nothing here measures: the numbers come from the training ranks (train.py, comm_split.py)
 or from files on disk, so the notebook stays thin and records only what a run produced.
-Figures live in train_plots.py.
+Figures live in l11_ddp_training_plots.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from labkit.runs import NotMeasured
 from labkit.training import checkpoint
 
 # rank 0's line in train.py: "step 7/30 loss 6.1234 val 6.0000 lr 1.00e-03 step 1.337 s 766
@@ -136,6 +139,57 @@ def scaling_table(rows: list[dict]) -> list[dict]:
             r["tokens_per_s_median_step"] / (r["world_size"] * base) if base else None)
         out.append(row)
     return out
+
+
+def scaling_scalars(table: list[dict], skipped: str | None, plan: dict, sizes: list[int],
+                    asked: list[int], cpu_count: int) -> dict:
+    """The weak-scaling sweep for rec.scalars: tokens/s and efficiency per world size, and
+    why a size was not run (skipped by the plan, or 4 gloo ranks left out on a small box)."""
+    out = {}
+    for r in table:
+        w = r["world_size"]
+        out[f"scaling_tokens_per_s_{w}"] = (
+            round(r["tokens_per_s_median_step"], 1), "tokens/s",
+            f"median step, {r['threads_per_rank']} thread(s)/rank"
+            + (", oversubscribed" if r["oversubscribed"] else ""))
+        out[f"scaling_efficiency_{w}"] = (r["efficiency_median_step"], "",
+                                          "tokens/s / (ranks x tokens/s at 1 rank), median steps")
+    if skipped:
+        out["scaling_skipped"] = NotMeasured(skipped)
+    if plan["backend"] == "gloo" and 4 not in sizes:
+        out["scaling_tokens_per_s_4"] = NotMeasured(
+            f"not run (scaling_world_sizes {asked}); on this {cpu_count}-core machine 4 ranks "
+            "would oversubscribe the cores and measure time-slicing, not scaling")
+    return out
+
+
+def drill_scalars(report: dict, interrupted: dict, kill_rank: int, kill_at_step: int,
+                  tolerance: float) -> dict:
+    """The fault drill for rec.scalars: what was killed, what the restart redid, and how far
+    the interrupted run ended from the uninterrupted one (compare_runs' report)."""
+    return {
+        "drill_kill_rank": kill_rank,
+        "drill_kill_at_step": (kill_at_step, "", "the rank SIGKILLed itself before this step"),
+        "drill_exitcode": (interrupted["attempts"][0].get("exitcode"), "",
+                           "-9: killed by SIGKILL"),
+        "drill_restarts": report["restarts"],
+        "drill_resumed_step": (report["resumed_step"], "",
+                               f"the latest complete checkpoint when rank {kill_rank} died"),
+        "drill_steps_recomputed": (report["steps_recomputed"], "",
+                                   "steps run before the kill and again after the restart"),
+        "drill_reference_final_loss": report["reference_final_loss"],
+        "drill_interrupted_final_loss": report["interrupted_final_loss"],
+        "drill_loss_abs_diff": (report["loss_abs_diff"], "", "final training loss"),
+        "drill_val_loss_abs_diff": report["val_loss_abs_diff"],
+        "drill_curve_max_abs_diff": (report["curve_max_abs_diff"], "",
+                                     f"over all {report['curve_steps_compared']} steps"),
+        "drill_max_param_abs_diff": (report["max_param_abs_diff"], "",
+                                     "largest |weight difference| of the final checkpoints"),
+        "drill_tolerance": tolerance,
+        "drill_result": ("passed" if report["passed"] else "failed", "",
+                         f"restarted {report['restarts']}x and |final loss diff| <= "
+                         f"{tolerance:g}"),
+    }
 
 
 def _round(v, digits: int = 4):

@@ -5,7 +5,9 @@
 starts the teaching engine (labkit/engine) through the launcher with one prefix cache,
 sends a shared-prefix workload with labkit's load generator (labkit/bench), reads the
 server's own prefix-cache counters from /metrics, and stops the server. One call, one
-configuration; call it once per cache and compare the rows.
+configuration; call it once per cache and compare the rows. What the lab records from the
+rows, one rec.scalars call each: ttft_scalars (one cache), failed_scalars (a cache whose
+server did not run), speedup_scalars (every cache against none).
 
 Why a concurrency cap and not an open-loop rate: with a fixed number in flight the
 comparison isolates what the cache saves in prefill, not how a growing queue behaves.
@@ -22,6 +24,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from labkit.runs import NotMeasured
 
 PREFIX_COUNTERS = ("prefix_cache_queries_total", "prefix_cache_hits_total")
 
@@ -94,6 +98,38 @@ def measure_prefix_cache_ttft(model_path, prefix_cache: str, *, policy: str = "f
             # A busy machine stretches both startup and the TTFT tail: keep its load in view.
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
             "bench_dir": str(out_dir / "bench")}
+
+
+def ttft_scalars(row: dict, note: str) -> dict:
+    """One cache's TTFT percentiles and the engine's own hit rate, for rec.scalars."""
+    kind = row["prefix_cache"]
+    hit = NotMeasured("the engine's /metrics has no prefix-cache counters") \
+        if row["hit_rate"] is None else \
+        (row["hit_rate"], "", "the engine's /metrics: prefix_cache_hits / prefix_cache_queries")
+    return {f"ttft_p50_ms_{kind}": (row["ttft_p50_ms"], "ms", note),
+            f"ttft_p99_ms_{kind}": (row["ttft_p99_ms"], "ms", note),
+            f"engine_hit_rate_{kind}": hit}
+
+
+def failed_scalars(cache_kind: str, why: str) -> dict:
+    """What a cache whose server did not run leaves unmeasured, for rec.scalars."""
+    return dict.fromkeys((f"{k}_{cache_kind}" for k in ("ttft_p50_ms", "ttft_p99_ms",
+                                                         "engine_hit_rate")),
+                         NotMeasured(why[:500]))
+
+
+def speedup_scalars(rows: list[dict]) -> dict:
+    """TTFT p50 without a prefix cache / with each cache, for rec.scalars."""
+    base = next((r for r in rows if r["prefix_cache"] == "none"), None)
+    out = {}
+    for r in rows:
+        name = f"ttft_p50_speedup_{r['prefix_cache']}"
+        if base and r is not base and r["ttft_p50_ms"] > 0:
+            out[name] = (round(base["ttft_p50_ms"] / r["ttft_p50_ms"], 2), "x",
+                         f"TTFT p50 without prefix cache / with {r['prefix_cache']}")
+        elif not base:
+            out[name] = NotMeasured("no run without a prefix cache to compare with")
+    return out
 
 
 def plot_ttft(rows: list[dict], ax=None):

@@ -23,6 +23,7 @@ from pathlib import Path
 from labkit.bench.client import RequestRecord
 from labkit.bench.request_metrics import CONVENTIONS
 from labkit.bench.report import load_records
+from labkit.runs import NotMeasured
 
 # (summary key, name as the lab prints it) in reading order
 LATENCIES = [
@@ -151,6 +152,35 @@ def fault_table(sweep: dict, capped: dict | None = None,
     for _, found in checks:
         scalars.update(found)
     return rows, {k: v for k, v in scalars.items() if v is not None}
+
+
+def capacity_scalars(sweep: dict, slo: dict) -> dict:
+    """The sweep's capacity at the SLO (a lower bound when even the top rate met it; not
+    measured when no rate did) and the top rate's attainment, for rec.scalars."""
+    cap, top = sweep["capacity"], sweep["rows"][-1]
+    out = {"top_rate_attainment": (round(top["attainment"], 3), "",
+                                   f"share of requests meeting the SLO at {top['load']:g} req/s"),
+           "top_rate_output_tok_per_s": (round(top["output_tok_per_s"], 2), "tok/s")}
+    if not cap:
+        why = NotMeasured(f"no tested rate met the SLO (TTFT ≤ {slo['ttft']:g} ms, "
+                          f"TPOT ≤ {slo['tpot']:g} ms)")
+        return {**dict.fromkeys(("capacity_rate", "capacity_output_tok_per_s",
+                                 "capacity_goodput_rps"), why), **out}
+    lower_bound = cap["load"] == max(r["load"] for r in sweep["rows"])  # every rate met it
+    return {"capacity_is_lower_bound": ("yes" if lower_bound else "no", "",
+                                        "yes: even the highest tested rate met the SLO; "
+                                        "test higher rates"),
+            "capacity_rate": (cap["load"], "req/s", "highest rate meeting the SLO"),
+            "capacity_output_tok_per_s": (round(cap["output_tok_per_s"], 2), "tok/s"),
+            "capacity_goodput_rps": (round(cap["goodput_rps"], 3), "req/s"), **out}
+
+
+def fault_scalars(scalars: dict) -> dict:
+    """fault_table's scalars for rec.scalars: floats to 4 decimals, `_ms` names in ms, and the
+    relative-sleep figure labelled as modelled (it is computed, not run)."""
+    return {name: (round(v, 4) if isinstance(v, float) else v, "ms" if name.endswith("_ms") else "",
+                   "modelled from this run's wake-up lags" if "modelled" in name else "")
+            for name, v in scalars.items()}
 
 
 def rate_drift(sweep: dict, per_point: list[list[RequestRecord]]) -> tuple[dict, dict]:

@@ -2,7 +2,7 @@
 
 Why open loop: real users do not wait for each other. If the client only sends the next
 request when a previous one finished (closed loop), a slow server slows the load down and
-hides its own queueing. So we draw every send time up front; the dispatcher in runner.py
+hides its own queueing. So we draw every send time up front; the dispatcher in loadgen.py
 then fires each request at its time, whatever the server is doing.
 
 Gaps between requests:

@@ -1,5 +1,5 @@
 """Figures of the DDP lab (labs/11): loss and tokens/s, the comm/compute split, weak scaling
-and the fault drill. Each function takes what train_summary.py or run_training returned and
+and the fault drill. Each function takes what l11_ddp_training.py or run_training returned and
 gives back a matplotlib figure; none of them measures anything.
 """
 

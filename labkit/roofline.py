@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import time
 
+from labkit.env import cpu_model
+
 # Datasheet peaks (dense, no sparsity). Sources: NVIDIA datasheets; H100 figures as quoted
 # in FIELD_NOTES. "bf16" = dense BF16 tensor-core TFLOP/s, "bw" = HBM/GDDR TB/s.
 KNOWN_PEAKS = {
@@ -107,8 +109,6 @@ def probe(matmul_size: int = 1024, copy_mib: int = 256, device: str = "auto") ->
 
 
 def _cpu_name() -> str:
-    from labkit.env import cpu_model
-
     return cpu_model()
 
 

@@ -53,9 +53,7 @@ def test_capture_nccl_log_output_parses_despite_rank_prefixes(monkeypatch):
             log(f"[rank {i % nproc}] {line}")
         return [None] * nproc
 
-    import labkit.collectives.launch as launch_mod
-
-    monkeypatch.setattr(launch_mod, "launch", fake_launch)
+    monkeypatch.setattr(cc, "launch", fake_launch)  # the glue's own reference to launch
     from labkit.cluster.nccl_log import parse_nccl_log
 
     log = parse_nccl_log(cc.capture_nccl_log(2))

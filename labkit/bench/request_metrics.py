@@ -26,6 +26,7 @@ from typing import Iterable
 import numpy as np
 
 from labkit.bench.client import RequestRecord
+from labkit.errors import UserError
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -214,8 +215,6 @@ def parse_slo(text: str | None) -> dict:
         name, _, value = part.partition("=")
         name = name.strip().lower()
         if name not in ("ttft", "tpot", "e2e") or not value:
-            from labkit.errors import UserError
-
             raise UserError(f"bad --slo part {part!r}: use ttft=MS,tpot=MS,e2e=MS "
                             "(any subset), e.g. --slo ttft=500,tpot=50")
         slo[name] = float(value)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import urllib.request
 
+from labkit.serve.metric_vocabulary import metric_name
+
 
 def scrape(metrics_url: str | None) -> dict[str, float]:
     """Prometheus text → {sample name: value summed over label sets}; {} if unreachable."""
@@ -34,8 +36,6 @@ def scrape(metrics_url: str | None) -> dict[str, float]:
 
 def histogram_mean(engine: str, concept: str, before: dict, after: dict) -> float | None:
     """Mean of a server histogram (e.g. "ttft_seconds") over the requests between scrapes."""
-    from labkit.serve.metric_vocabulary import metric_name
-
     name = metric_name(engine, concept)
     if not name or f"{name}_count" not in after:
         return None
@@ -45,8 +45,6 @@ def histogram_mean(engine: str, concept: str, before: dict, after: dict) -> floa
 
 
 def counter_delta(engine: str, concept: str, before: dict, after: dict) -> float | None:
-    from labkit.serve.metric_vocabulary import metric_name
-
     name = metric_name(engine, concept)
     if not name or name not in after:
         return None
@@ -59,8 +57,6 @@ def prefix_hit_rate(engine: str, before: dict, after: dict) -> float | None:
     vLLM and the teaching engine export token counters (hits / queries); SGLang and
     TensorRT-LLM a hit-rate gauge, read as it stands after the run.
     """
-    from labkit.serve.metric_vocabulary import metric_name
-
     queries = counter_delta(engine, "prefix_cache_queries_total", before, after)
     hits = counter_delta(engine, "prefix_cache_hits_total", before, after)
     if queries is not None and hits is not None:

@@ -19,6 +19,10 @@ import textwrap
 import types
 from dataclasses import dataclass
 
+from labkit.checks import ExerciseFailed
+from labkit.collectives.launch import LaunchTimeout, RankFailed, launch
+from labkit.collectives.worker import resolve
+
 DEFAULT_SIZES = (1, 2, 3, 4, 5, 7, 16, 33, 1000, 1001, (5, 3))
 
 
@@ -85,8 +89,6 @@ def load_function(spec: dict):
 
     import torch
     import torch.distributed as dist
-
-    from labkit.collectives.worker import resolve
 
     if "target" in spec:
         return resolve(spec["target"])
@@ -158,9 +160,6 @@ def check_ring_all_reduce(fn, world_sizes=(2, 3, 4), sizes=DEFAULT_SIZES, seed=0
     the world size, the tensor and the expected vs actual values, or returns the failed
     CheckResult when raise_on_failure=False. verbose=False hides the ranks' own output.
     """
-    from labkit.checks import ExerciseFailed
-    from labkit.collectives.launch import LaunchTimeout, RankFailed, launch
-
     name = getattr(fn, "__name__", str(fn))
     spec, sizes = function_spec(fn), [list(s) if isinstance(s, tuple) else s for s in sizes]
     result = None

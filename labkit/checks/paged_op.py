@@ -19,6 +19,7 @@ blocks scattered in the pool in no particular order. The reference is labkit's o
 from __future__ import annotations
 
 from labkit.checks import ExerciseFailed
+from labkit.kvcache.paged_attention import paged_attention
 
 # (batch, num_heads, num_kv_heads, head_dim, block_size, context_lens, what it catches)
 CASES = [
@@ -51,8 +52,6 @@ def _case_tensors(batch, num_heads, num_kv_heads, head_dim, block_size, context_
 def check_paged_decode_attention(fn, seed: int = 0, atol: float = 1e-4) -> int:
     """Compare fn with labkit's paged_attention (reference implementation) on every case."""
     import torch
-
-    from labkit.kvcache.paged_attention import paged_attention
 
     n = 0
     for k, (batch, heads, kv_heads, dim, bs, ctx, what) in enumerate(CASES):

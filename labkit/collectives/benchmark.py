@@ -29,6 +29,8 @@ import platform
 import time
 
 from labkit.collectives.busbw import OPS, bandwidths, counts_for_size
+from labkit.collectives.launch import default_backend, launch
+from labkit.errors import UserError
 
 REDOPS = ("sum", "max", "min")
 REDUCING = ("all_reduce", "reduce_scatter")
@@ -232,9 +234,6 @@ def worker(ops, sizes, dtype="float32", redop="sum", iters=20, warmup=5, check=T
 def run_collectives(backend=None, nproc=2, ops=OPS, sizes=None, dtype="float32", redop="sum",
                     iters=20, warmup=5, check=True, timeout=600, log=print) -> dict:
     """Launch `nproc` ranks, benchmark every (op, size); return a JSON-ready report."""
-    from labkit.collectives.launch import default_backend, launch
-    from labkit.errors import UserError
-
     unknown = [op for op in ops if op not in OPS]
     if unknown:
         raise UserError(f"unknown op(s) {unknown}; choose from {', '.join(OPS)}")

@@ -4,7 +4,7 @@
     POST /v1/chat/completions  messages → the tokenizer's chat template → chat.completion
     GET  /v1/models            the one served model
     GET  /health               200 while the engine process runs
-    GET  /metrics              Prometheus text format, vLLM metric names (metrics.py)
+    GET  /metrics              Prometheus text format, vLLM metric names (prometheus_metrics.py)
 
 Sampling fields: max_tokens (chat: also max_completion_tokens), temperature (default 1),
 top_p, seed, stop, plus vLLM's extensions ignore_eos, stop_token_ids and return_token_ids.

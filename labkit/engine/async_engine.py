@@ -10,7 +10,7 @@
 A reader thread waits on the output pipe (blocking reads release the GIL) and hands each
 step's outputs to the event loop in one call_soon_threadsafe. There, one callback routes
 each output to the queue of the handler waiting for it and feeds the Prometheus metrics
-(metrics.py). (The event loop cannot watch the pipe itself: add_reader would make the file
+(prometheus_metrics.py). (The event loop cannot watch the pipe itself: add_reader would make the file
 descriptor non-blocking, and multiprocessing's recv() cannot resume a half-read message.)
 """
 
@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from labkit.engine.engine_core import run_engine_core
 from labkit.errors import UserError
 
 
 class AsyncEngine:
     def __init__(self, config, metrics):
         import multiprocessing as mp
-
-        from labkit.engine.engine_core import run_engine_core
 
         self.config, self.metrics = config, metrics
         # spawn, not fork: a forked child would inherit torch's OpenMP threads half-built.

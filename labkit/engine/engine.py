@@ -29,6 +29,9 @@ from labkit.engine.fault import FaultFile
 from labkit.engine.model_runner import ModelRunner
 from labkit.engine.scheduler import Scheduler
 from labkit.engine.sequence import SamplingParams, Sequence
+from labkit.kvcache.hash_cache import HashPrefixCache
+from labkit.kvcache.prefix_cache import NoPrefixCache
+from labkit.kvcache.radix_cache import RadixPrefixCache
 
 
 @dataclass
@@ -45,7 +48,7 @@ class RequestOutput:
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
     # Timestamps (time.monotonic, one clock for every process on the machine) from which
-    # metrics.py derives vLLM's latency histograms, wherever the outputs are consumed.
+    # prometheus_metrics.py derives vLLM's latency histograms, wherever the outputs are consumed.
     time: float = 0.0  # when this step's tokens were sampled
     prev_token_time: float | None = None  # the previous token's time; None: first token
     arrival_time: float = 0.0
@@ -74,10 +77,6 @@ def check_request(config: EngineConfig, num_prompt_tokens: int, params: Sampling
 
 def make_prefix_cache(kind: str, capacity_tokens: int, block_size: int, radix_evict: str = "leaf"):
     """The KV storage and its prefix index (labkit.kvcache): one object, three designs."""
-    from labkit.kvcache.hash_cache import HashPrefixCache
-    from labkit.kvcache.prefix_cache import NoPrefixCache
-    from labkit.kvcache.radix_cache import RadixPrefixCache
-
     if kind == "radix":
         return RadixPrefixCache(capacity_tokens, radix_evict)  # page size 1: token-granular hits
     if kind == "hash":
@@ -140,7 +139,7 @@ class LLMEngine:
         return self._output(seq, [], "", time.monotonic())
 
     def stats(self) -> dict:
-        """Scheduler state for the gauges and counters of metrics.py (vLLM's SchedulerStats)."""
+        """Scheduler state for the gauges and counters of prometheus_metrics.py (vLLM's SchedulerStats)."""
         s = self.scheduler
         return {"running": len(s.running), "waiting": len(s.waiting),
                 "kv_cache_usage": s.kv_cache_usage(), "preemptions": s.num_preemptions,

@@ -26,6 +26,7 @@ import glob
 import json
 from pathlib import Path
 
+from labkit.engine.cpu_gemm import make_linear
 from labkit.errors import UserError
 
 
@@ -33,8 +34,6 @@ class LlamaModel:
     def __init__(self, model_dir: str, device: str = "cpu", dtype: str = "auto",
                  max_positions: int | None = None, cpu_gemm: str = "onednn"):
         import torch
-
-        from labkit.engine.cpu_gemm import make_linear
 
         cfg = json.loads((Path(model_dir) / "config.json").read_text())
         self.cfg = cfg

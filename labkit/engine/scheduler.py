@@ -72,7 +72,7 @@ class Scheduler:
         self.policy = policy
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        # Counters with vLLM's meanings (metrics.py exports them).
+        # Counters with vLLM's meanings (prometheus_metrics.py exports them).
         self.num_preemptions = 0
         self.prefix_cache_queries = 0  # prompt tokens looked up (first admission only)
         self.prefix_cache_hits = 0  # of those, tokens found in the cache

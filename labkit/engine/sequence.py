@@ -11,7 +11,7 @@ Prefill and decode are the same operation with different lengths (vLLM v1's view
 is what lets one forward pass mix both. When a step computes up to the last token, the
 model's output at that position is the next token's distribution: we sample and append.
 
-Timestamps (time.monotonic seconds) feed the vLLM-named metrics in metrics.py.
+Timestamps (time.monotonic seconds) feed the vLLM-named metrics in prometheus_metrics.py.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Sequence:
         self.finish_reason: str | None = None  # "stop" | "length" | "abort"
         self.stop_reason: str | int | None = None  # which stop string / token ended it
 
-        # Timestamps for metrics (vLLM meanings: see metrics.py).
+        # Timestamps for metrics (vLLM meanings: see prometheus_metrics.py).
         self.arrival_time = arrival_time  # the server received it
         self.queued_time: float | None = None  # the engine put it in the waiting queue
         self.scheduled_time: float | None = None  # first admitted (preemptions don't reset it)

@@ -16,8 +16,10 @@ import errno
 import socket
 import sys
 
-from labkit.engine.config import RADIX_EVICTIONS
+from labkit.engine.async_engine import AsyncEngine
+from labkit.engine.config import RADIX_EVICTIONS, EngineConfig
 from labkit.engine.cpu_gemm import CPU_GEMMS
+from labkit.engine.prometheus_metrics import EngineMetrics
 from labkit.errors import UserError
 
 EPILOG = """\
@@ -119,8 +121,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def make_engine_config(args):
-    from labkit.engine.config import EngineConfig
-
     return EngineConfig(
         model=args.model, served_model_name=args.served_model_name,
         prefix_cache=args.prefix_cache, radix_evict=args.radix_evict, policy=args.policy,
@@ -141,9 +141,6 @@ def serve(args) -> int:
     from transformers import AutoTokenizer
 
     from labkit.engine.api import build_app
-    from labkit.engine.async_engine import AsyncEngine
-    from labkit.engine.prometheus_metrics import EngineMetrics
-
     if config.device.startswith("cuda"):
         import torch
 

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from labkit.kvcache.block_pool import blocks_for
+from labkit.kvcache.paged_attention import paged_attention, write_kv_cache
 
 
 def random_paged_batch(context_lens, query_lens, num_heads=4, num_kv_heads=2, head_dim=64,
@@ -25,8 +26,6 @@ def random_paged_batch(context_lens, query_lens, num_heads=4, num_kv_heads=2, he
     """Random K/V for each sequence, written into a paged cache through shuffled block
     tables, plus the queries. Returns (args for paged_attention, dense per-sequence K/V)."""
     import torch
-
-    from labkit.kvcache.paged_attention import write_kv_cache
 
     dtype = dtype or torch.float32
     gen = torch.Generator().manual_seed(seed)
@@ -79,8 +78,6 @@ def dense_attention(args, dense):
 
 def max_abs_error(context_lens, query_lens, impl="auto", **shape) -> float:
     """max |paged_attention - dense SDPA| over every output number of one random batch."""
-    from labkit.kvcache.paged_attention import paged_attention
-
     args, dense = random_paged_batch(context_lens, query_lens, **shape)
     out = paged_attention(**args, impl=impl).float()
     return float((out - dense_attention(args, dense)).abs().max())
@@ -105,8 +102,6 @@ def time_decode(batch_size=32, context_len=512, num_heads=4, num_kv_heads=2, hea
     the paged op on the same numbers scattered through block tables."""
     import torch
     import torch.nn.functional as F
-
-    from labkit.kvcache.paged_attention import paged_attention
 
     shape = dict(num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
                  block_size=block_size, device=device)

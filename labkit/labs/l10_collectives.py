@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import math
 
-from labkit.collectives.alpha_beta import (AlphaBeta, Link, link_from_allreduce_fit, plot_fit,
-                                           predict_ring_vs_tree)
+from labkit.collectives.alpha_beta import (
+    AlphaBeta,
+    Link,
+    link_from_allreduce_fit,
+    plot_fit,
+    predict_ring_vs_tree,
+)
 from labkit.collectives.table import human_bytes
+from labkit.errors import UserError
 
 CPU_TIER_MAX_BYTES = 4 << 20  # gloo on a laptop: larger sizes only add minutes, not insight
 
@@ -34,8 +40,6 @@ def plan_backend(backend: str, nproc: int, max_bytes: int, gpus: int | None = No
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if backend not in ("auto", "gloo", "nccl"):
-        from labkit.errors import UserError
-
         raise UserError(f"backend must be auto, gloo or nccl, not {backend!r}")
     want_nccl = backend == "nccl" or (backend == "auto" and gpus >= 2)
     ranks = nproc or (gpus if want_nccl else 2)

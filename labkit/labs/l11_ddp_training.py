@@ -20,8 +20,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from labkit.errors import UserError
 from labkit.runs import NotMeasured
 from labkit.training import checkpoint
+from labkit.training.drill import max_param_diff
 
 # rank 0's line in train.py: "step 7/30 loss 6.1234 val 6.0000 lr 1.00e-03 step 1.337 s 766
 # tokens/s" (val only on evaluation steps), prefixed "[rank 0] " by the launcher.
@@ -37,8 +39,6 @@ def plan_backend(backend: str, nproc: int, gpus: int | None = None) -> dict:
     back to gloo on 2 CPU ranks and say why in `nccl_not_measured`.
     """
     if backend not in ("auto", "gloo", "nccl"):
-        from labkit.errors import UserError
-
         raise UserError(f"backend must be auto, gloo or nccl, not {backend!r}")
     if gpus is None:
         import torch
@@ -271,8 +271,6 @@ def compare_runs(reference: dict, interrupted: dict, ref_ckpt: str | Path,
                  tolerance: float) -> dict:
     """The fault drill's verdict (as drill.fault_drill reports it), for two runs the lab ran
     itself: the main training run is the uninterrupted reference, so it is trained once."""
-    from labkit.training.drill import max_param_diff
-
     resumed = interrupted["attempts"][-1].get("resumed_from")
     ref_curve = dict((s, v) for s, v in reference["loss_curve"])
     bad_curve = dict((s, v) for s, v in interrupted["loss_curve"])

@@ -16,7 +16,11 @@ import copy
 from collections import Counter
 from pathlib import Path
 
-from labkit.cluster.manifests import NCCL_VARIABLES
+from labkit.cluster.manifests import NCCL_VARIABLES, manifest
+from labkit.cluster.manifests_schema import validation_errors
+from labkit.cluster.nccl_diagnose import diagnose
+from labkit.cluster.nccl_log import parse_nccl_log
+from labkit.collectives.launch import launch
 
 # Variables beyond the ones the manifests set (labkit/cluster/manifests.py), from NCCL's
 # environment-variable documentation as summarised in FIELD_NOTES.md. Most are for
@@ -66,9 +70,6 @@ def _pod_specs(doc: dict) -> list[tuple[int, dict]]:
 
 def manifest_check_rows(jobs: dict, k8s_version: str, kinds=("pytorchjob", "jobset")):
     """Build every (job, kind) manifest, validate it offline; return (rows, docs by label)."""
-    from labkit.cluster.manifests import manifest
-    from labkit.cluster.manifests_schema import validation_errors
-
     rows, docs = [], {}
     for label, job in jobs.items():
         for kind in kinds:
@@ -127,9 +128,6 @@ def _fmt(counter: Counter) -> str:
 
 def log_rows(paths, classify) -> list[dict]:
     """One row per log file: what NCCL used, judged with `classify`, and the first hint."""
-    from labkit.cluster.nccl_diagnose import diagnose
-    from labkit.cluster.nccl_log import parse_nccl_log
-
     rows = []
     for path in paths:
         log = parse_nccl_log(Path(path).read_text(errors="replace"))
@@ -153,8 +151,6 @@ def capture_nccl_log(nproc: int, sizes=(1 << 10, 1 << 20, 64 << 20), timeout: fl
     NCCL writes its INFO lines to stdout, and the launcher streams every rank's stdout to
     `log`, so collecting those lines *is* the log `labkit nccl-log` reads.
     """
-    from labkit.collectives.launch import launch
-
     lines: list[str] = []
     launch("labkit.collectives.benchmark:worker", nproc=nproc, backend="nccl",
            args=dict(ops=["all_reduce"], sizes=list(sizes), iters=2, warmup=1, check=False),

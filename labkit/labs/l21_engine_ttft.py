@@ -25,7 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from labkit.bench.loadgen import BenchConfig, run_bench
+from labkit.bench.workloads import WorkloadParams
 from labkit.runs import NotMeasured
+from labkit.serve import metric_name, serve
 
 PREFIX_COUNTERS = ("prefix_cache_queries_total", "prefix_cache_hits_total")
 
@@ -33,8 +36,6 @@ PREFIX_COUNTERS = ("prefix_cache_queries_total", "prefix_cache_hits_total")
 def parse_counters(text: str, engine: str = "mini") -> dict:
     """Sum each prefix-cache counter over its label sets, from Prometheus text; None when
     the server does not export it."""
-    from labkit.serve import metric_name
-
     out = {}
     for concept in PREFIX_COUNTERS:
         name = metric_name(engine, concept)
@@ -57,10 +58,6 @@ def measure_prefix_cache_ttft(model_path, prefix_cache: str, *, policy: str = "f
                               out_dir: str | Path = "runs/engine_ttft", seed: int = 0,
                               startup_timeout: float = 300.0) -> dict:
     """Serve model_path with the teaching engine and `prefix_cache`, bench it, return a row."""
-    from labkit.bench.loadgen import BenchConfig, run_bench  # Jupyter-safe (own loop)
-    from labkit.bench.workloads import WorkloadParams
-    from labkit.serve import serve
-
     out_dir = Path(out_dir) / prefix_cache
     t0 = time.monotonic()
     with serve("mini", model=str(model_path), port=None, prefix_cache=prefix_cache,

@@ -22,6 +22,8 @@ import numpy as np
 
 from labkit.kvcache import simulate as sim
 from labkit.kvcache import trace_file, traces
+from labkit.kvcache.hash_cache import HashPrefixCache
+from labkit.kvcache.radix_cache import RadixPrefixCache
 
 CACHE_STYLES = {"radix": ("tab:green", "-"), "radix tail": ("tab:olive", "-."),
                 "hash": ("tab:blue", "--"), "none": ("grey", ":")}
@@ -152,9 +154,6 @@ def plot_block_size_sweep(rows: list[dict], ax=None):
 
 def rounding_example(shared: int = 100, block_size: int = 16, seed: int = 0) -> list[dict]:
     """Two prompts that share their first `shared` tokens; the second looks up the first."""
-    from labkit.kvcache.hash_cache import HashPrefixCache
-    from labkit.kvcache.radix_cache import RadixPrefixCache
-
     rng = np.random.default_rng(seed)
     prefix = rng.integers(1, 30000, shared).tolist()
     first = prefix + rng.integers(1, 30000, 40).tolist()

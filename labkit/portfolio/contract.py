@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit import runs
+from labkit.labs import all_labs
 
 KINDS = ("scalars", "tables", "figures", "texts")
 
@@ -94,8 +95,6 @@ def check_lab_dir(lab, lab_dir: Path) -> list[str]:
 
 def check_run(run_dir: Path, lab_names: list[str] | None = None) -> dict[str, list[str]]:
     """lab name -> problems, for every lab (or the given ones) with a contract."""
-    from labkit.labs import all_labs
-
     out = {}
     for lab in all_labs():
         if lab_names is not None and lab.name not in lab_names:

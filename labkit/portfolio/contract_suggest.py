@@ -19,11 +19,10 @@ from pathlib import Path
 from labkit import runs
 from labkit.labs import PROJECT_ROOT, select
 from labkit.portfolio.contract import KINDS
+from labkit.portfolio.template_names import names_read
 
 
 def suggest(run_dir: Path, lab) -> dict:
-    from labkit.portfolio.template_names import names_read
-
     results = runs.read_json(Path(run_dir) / lab.name / "results.json")
     if results is None:
         raise SystemExit(f"no {lab.name}/results.json in {run_dir}: run the lab first "

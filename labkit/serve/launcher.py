@@ -27,13 +27,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import labkit
+from labkit.errors import UserError
 from labkit.serve import process_tree
 from labkit.serve.config import LaunchPlan, ServeConfig, has_nvidia_gpu
 from labkit.serve.diagnose import likely_cause
 from labkit.serve.ports import check_port, pick_free_port
 from labkit.serve.records import default_log_dir, write_launch_record
 from labkit.serve.registry import engine_module
-from labkit.errors import UserError
 
 DEFAULT_STARTUP_TIMEOUT_S = 600.0  # vLLM CPU: ~30 s eager, ~90 s compiled; big GPU models more
 _LIVE: set["Server"] = set()  # stopped at interpreter exit
@@ -166,8 +167,6 @@ class Server:
         return procs
 
     def _start_watchdog(self) -> None:
-        import labkit
-
         root = str(Path(labkit.__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}

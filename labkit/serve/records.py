@@ -16,13 +16,13 @@ import datetime as _dt
 import os
 from pathlib import Path
 
+from labkit.runs import atomic_write_json, runs_root
+from labkit.secrets import REDACTED, is_secret_name
 from labkit.serve.config import LaunchPlan, ServeConfig
 
 
 def redact_argv(argv: list[str]) -> list[str]:
     """Hide the value of secret-looking flags (--api-key KEY, --hf-token=T) before writing."""
-    from labkit.secrets import REDACTED, is_secret_name
-
     out, hide_next = [], False
     for a in argv:
         if hide_next:
@@ -42,15 +42,11 @@ def default_log_dir(engine: str, port: int) -> Path:
     run_dir = os.environ.get("LABKIT_RUN_DIR")
     if run_dir:
         return Path(run_dir) / "serve" / f"{engine}-{port}-{stamp}"
-    from labkit.runs import runs_root
-
     return runs_root() / "serve" / f"{stamp}-{engine}-{port}"
 
 
 def write_launch_record(path: Path, plan: LaunchPlan, *, base_url: str, pid: int,
                         log_path: Path, config: ServeConfig | None) -> None:
-    from labkit.runs import atomic_write_json  # also scrubs secret-named env variables
-
     atomic_write_json(path, {
         "engine": plan.engine, "base_url": base_url, "pid": pid,
         "argv": redact_argv(plan.argv), "env_added": plan.env, "files": list(plan.files),

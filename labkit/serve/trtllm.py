@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labkit.serve.config import LaunchPlan, ServeConfig, common_env, opt, resolve_model
+from labkit.env import which
 from labkit.errors import UserError
+from labkit.serve.config import LaunchPlan, ServeConfig, common_env, opt, resolve_model
 
 NAME = "trtllm"
 TITLE = "TensorRT-LLM"
@@ -85,8 +86,6 @@ METRICS = {
 
 
 def executable() -> str | None:
-    from labkit.env import which  # looks on PATH and next to this Python
-
     return which(EXECUTABLE)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from labkit.errors import UserError
+from labkit.models import cache, corpus
 
 
 def load_token_stream(model_dir: str | Path, cache_dir: str | Path | None = None) -> Path:
@@ -39,8 +40,6 @@ def load_token_stream(model_dir: str | Path, cache_dir: str | Path | None = None
     The cache key is the tokenizer's bytes plus the corpus size the model was built with
     (from its labkit_build.json), so a different tokenizer never reuses stale ids.
     """
-    from labkit.models import cache, corpus
-
     model_dir = Path(model_dir)
     tok_file = model_dir / "tokenizer.json"
     if not tok_file.is_file():
@@ -64,9 +63,7 @@ def load_token_stream(model_dir: str | Path, cache_dir: str | Path | None = None
 
 def train_val_split(ids: np.ndarray, val_fraction: float = 0.1):
     """Same cut as labkit.models.corpus: the tail of the stream is validation."""
-    from labkit.models.corpus import train_val_split as split
-
-    return split(ids, val_fraction)
+    return corpus.train_val_split(ids, val_fraction)
 
 
 class ShardedBatches:

@@ -22,18 +22,18 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from labkit.training import checkpoint
 from labkit.collectives.launch import RankFailed, default_backend, launch
 from labkit.errors import UserError
+from labkit.models import build_tiny_llama
+from labkit.training import checkpoint
+from labkit.training.data import load_token_stream
+from labkit.training.train import TrainConfig
 
 WORKER = "labkit.training.train:train_worker"
 
 
 def prepare(model_dir: str | Path | None = None) -> tuple[str, str]:
     """(model directory, tokenized corpus .npy), built once here so ranks only read them."""
-    from labkit.training.data import load_token_stream
-    from labkit.models import build_tiny_llama
-
     model_dir = Path(model_dir) if model_dir else build_tiny_llama(verbose=False)
     return str(model_dir), str(load_token_stream(model_dir))
 
@@ -46,8 +46,6 @@ def run_training(nproc: int = 2, backend: str | None = None, model_dir=None,
     checkpoint_every, out_dir, kill_rank, kill_at_step, ...). Returns a summary dict: loss
     curves, tokens/s, the compute/communication split, and one entry per attempt.
     """
-    from labkit.training.train import TrainConfig
-
     backend = backend or default_backend()
     model_dir, tokens = prepare(model_dir)
     cfg = TrainConfig(model_dir=model_dir, tokens_path=tokens, **config)

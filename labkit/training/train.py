@@ -32,7 +32,9 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from labkit.training import checkpoint
+from labkit.training.comm_split import measure_comm_split
 from labkit.training.data import ShardedBatches, train_val_split, val_windows
+from labkit.training.export import export_hf
 
 
 @dataclass
@@ -204,8 +206,6 @@ def train_worker(config: dict) -> dict:
 
     split = None
     if cfg.comm_probe_iters > 0:
-        from labkit.training.comm_split import measure_comm_split
-
         # A separate sampler (other seed): the probe must not move the real data position.
         probe = ShardedBatches(train_ids, rank, world, cfg.batch_size, cfg.seq_len, cfg.seed + 1)
         px, py = (torch.from_numpy(a).to(device) for a in probe.next())
@@ -219,8 +219,6 @@ def train_worker(config: dict) -> dict:
     if rank == 0:
         result["history"] = history
         if cfg.out_dir:
-            from labkit.training.export import export_hf
-
             export_hf(model, cfg.model_dir, cfg.out_dir,
                       {"config": asdict(cfg), "world_size": world, "history": history})
             result["export_dir"] = cfg.out_dir
@@ -267,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(args.backend, timeout=timedelta(minutes=10))  # env:// from torchrun
     try:
-        from labkit.training.data import load_token_stream
         from labkit.models import build_tiny_llama
+        from labkit.training.data import load_token_stream
 
         if local_rank == 0:  # one tokenization per node; the others find the cached file
             model_dir = args.model_dir or str(build_tiny_llama(verbose=False))

@@ -102,3 +102,17 @@ def test_imports_point_down_the_layers():
              if (n in CORE and d not in CORE)
              or (d.startswith("labkit.labs.l") and not n.startswith("labkit.labs."))]
     assert not wrong, wrong
+
+
+# "One idea per folder" in numbers: about 15 modules a folder. The teaching engine is the
+# largest (17: one file per engine part, as in vLLM's tree); the next module in a folder at
+# the limit means splitting that folder.
+MAX_MODULES_PER_FOLDER = 17
+
+
+@pytest.mark.parametrize("folder", sorted({p.parent for p in ROOT.rglob("*.py")}),
+                         ids=lambda p: str(p.relative_to(ROOT.parent)))
+def test_no_folder_holds_more_than_about_15_modules(folder):
+    modules = [p.name for p in folder.glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    assert len(modules) <= MAX_MODULES_PER_FOLDER, \
+        f"{folder.name}/ holds {len(modules)} modules: split it into sub-packages by topic"

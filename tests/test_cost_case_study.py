@@ -10,7 +10,7 @@ TRAFFIC = monthly.Traffic(requests_per_day=864_000, peak_to_mean=2.0, input_toke
                           output_tokens=100)
 
 
-def _run(tmp_path, best_status="bracketed", drop=None, spot=40.0):
+def _run(tmp_path, best_status="bracketed", drop=None, spot=0.5):
     r23 = LabRecorder(tmp_path / "23_engine_comparison", "23_engine_comparison")
     r23.scalar("baseline", "vllm")
     r23.scalar("best__shared_prefix", "mini prefix_cache=radix")
@@ -20,10 +20,8 @@ def _run(tmp_path, best_status="bracketed", drop=None, spot=40.0):
         if drop != f"capacity_tok_s__{name}":
             r23.scalar(f"capacity_tok_s__{name}", tok)
         r23.scalar(f"capacity_status__{name}", status)
-    if spot is not None:
-        LabRecorder(tmp_path / "40_cost_model", "40_cost_model").scalar("spot_saving_pct", spot)
     return case_study.build(tmp_path, TRAFFIC, price_per_hour=4.0, price_source="test price",
-                            headroom=0.25)
+                            headroom=0.25, spot_ratio=spot, availability=0.75)
 
 
 def test_x_is_computed_from_the_records(tmp_path):
@@ -34,7 +32,8 @@ def test_x_is_computed_from_the_records(tmp_path):
     assert steps["baseline: vllm"].usd_month == pytest.approx(base)
     assert steps["engine and config: mini prefix_cache=radix"].usd_month == pytest.approx(after)
     assert case["x_measured_pct"] == pytest.approx((1 - after / base) * 100)  # 40 %
-    assert case["x_with_modelled_pct"] == pytest.approx((1 - after * 0.6 / base) * 100)
+    # spot: 3 replicas / availability 0.75 = 4 replicas at half the price
+    assert case["x_with_modelled_pct"] == pytest.approx((1 - 4 * 4.0 * 0.5 * 730 / base) * 100)
     assert steps["spot instances"].kind == "modelled"
     rows = case_study.rows(case)
     assert rows[1]["change"] == pytest.approx(after - base)

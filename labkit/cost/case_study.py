@@ -4,7 +4,8 @@ Every step of the waterfall is a monthly bill for the *same* traffic profile:
 
     baseline       lab 23's baseline config at its measured capacity (capacity search)
     engine switch  lab 23's cheapest config on the same workload            measured
-    spot           the new fleet on spot, at lab 40's modelled saving      modelled
+    spot           the new fleet on spot: spot/on-demand price ratio from the catalog,
+                   over-provisioned by 1 / availability (an assumption)     modelled
 
 X = 1 − final / baseline. The measured part (engine and config) and the modelled part
 (spot) are reported separately, and the sentence quotes the measured X; a modelled step is
@@ -57,11 +58,11 @@ def capacity_of(lab23: dict | None, config: str, workload: str) -> tuple[float |
 
 
 def build(run_dir, traffic: monthly.Traffic, price_per_hour: float, price_source: str,
-          workload: str = "shared-prefix", headroom: float = 0.2) -> dict:
+          workload: str = "shared-prefix", headroom: float = 0.2,
+          spot_ratio: float | None = None, availability: float = 0.9) -> dict:
     """The waterfall steps, X measured and X with the modelled steps, and their sources."""
     run_dir = Path(run_dir)
     lab23 = runs.read_json(run_dir / "23_engine_comparison" / "results.json")
-    lab40 = runs.read_json(run_dir / "40_cost_model" / "results.json")
     w = _slug(workload)
     baseline, best = _scalar(lab23, "baseline"), _scalar(lab23, f"best__{w}")
     steps = []
@@ -78,21 +79,30 @@ def build(run_dir, traffic: monthly.Traffic, price_per_hour: float, price_source
 
     steps.append(bill(baseline, f"baseline: {baseline}"))
     steps.append(bill(best, f"engine and config: {best}"))
-    spot_pct = _scalar(lab40, "spot_saving_pct")
-    after = steps[-1].usd_month
-    if spot_pct is None or after is None:
-        steps.append(Step("spot instances", None, "modelled", "",
-                          "lab 40 recorded no spot_saving_pct" if spot_pct is None
-                          else "no measured bill to apply it to"))
-    else:
-        steps.append(Step("spot instances", after * (1 - spot_pct / 100), "modelled",
-                          f"lab 40 spot_saving_pct = {spot_pct} % (Monte Carlo, modelled)"))
+    steps.append(_spot(steps[-1], spot_ratio, availability, traffic, price_per_hour,
+                       headroom, lab23, best, workload))
     base, measured_end, final = steps[0].usd_month, steps[1].usd_month, steps[-1].usd_month
     x_measured = (1 - measured_end / base) * 100 if base and measured_end else None
     x_total = (1 - final / base) * 100 if base and final else None
     return {"steps": steps, "x_measured_pct": x_measured, "x_with_modelled_pct": x_total,
             "workload": workload, "price_source": price_source, "baseline": baseline,
             "best": best, "why_not": next((s.why_not for s in steps[:2] if s.why_not), "")}
+
+
+def _spot(prev: Step, ratio, availability, traffic, price, headroom, lab23, config,
+          workload) -> Step:
+    """The same fleet on spot: replicas / availability, each at ratio × the on-demand price."""
+    from labkit.cost.spot import serving_replicas
+
+    if ratio is None or prev.usd_month is None:
+        return Step("spot instances", None, "modelled", "",
+                    "no spot price in the catalog" if ratio is None else "no measured bill")
+    tok, _ = capacity_of(lab23, config, workload)
+    m = monthly.monthly_spend(traffic, monthly.Fleet(tok, price, headroom))
+    n = serving_replicas(m["replicas"], availability)
+    return Step("spot instances", n * price * ratio * monthly.HOURS_PER_MONTH, "modelled",
+                f"{n} spot replicas ({m['replicas']} / availability {availability:g}, assumed) "
+                f"at {ratio:.2f} × the on-demand price (catalog)")
 
 
 def rows(case: dict) -> list[dict]:
@@ -121,7 +131,9 @@ def waterfall_figure(case: dict):
             (min(prev, s.usd_month), abs(prev - s.usd_month))
         ax.bar(i, height, bottom=bottom, color=color, hatch="//" if s.kind == "modelled" else "",
                edgecolor="black", lw=0.5)
-        ax.text(i, bottom + height, f"${s.usd_month:,.2f}", ha="center", va="bottom", fontsize=8)
+        down = prev is not None and s.usd_month < prev  # label at the level the step reaches
+        ax.text(i, s.usd_month, f"${s.usd_month:,.2f}", ha="center",
+                va="top" if down else "bottom", fontsize=8)
         prev = s.usd_month
     ax.set_xticks(range(len(case["steps"])),
                   [f"{s.name}\n({s.kind})" for s in case["steps"]], fontsize=7)

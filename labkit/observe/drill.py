@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from labkit.engine.fault import set_fault
+from labkit.errors import UserError
 from labkit.observe import slo as slo_mod
 from labkit.observe.prometheus import Prometheus
 
@@ -32,6 +33,21 @@ def _epoch(rfc3339: str) -> float:
     head, _, frac = rfc3339.rstrip("Z").partition(".")
     stamp = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
     return stamp + (float(f"0.{frac}") if frac else 0.0)
+
+
+def _wait_healthy(prom, alert: str, slo_name: str, threshold: float, timeout_s: float) -> None:
+    """Inject the fault only into a healthy service: the alert inactive and the short window
+    under the page threshold. A machine too slow to meet the SLO unprovoked says so."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        firing = any(a["labels"].get("alertname") == alert for a in prom.alerts())
+        rows = prom.query(f'slo:sli_error:ratio_rate5m{{slo="{slo_name}"}}')
+        if not firing and rows and rows[0]["value"] < threshold:
+            return
+        time.sleep(1.0)
+    raise UserError(f"the service never met its SLO before the fault ({alert} active or the "
+                    "error ratio above the page threshold): this machine is too busy or too "
+                    "slow for the SLO threshold; raise it (e.g. threshold 1.0 s)")
 
 
 def _load(base_url: str, model: str, stop: threading.Event, out_dir: Path, rate: float,
@@ -49,7 +65,7 @@ def _load(base_url: str, model: str, stop: threading.Event, out_dir: Path, rate:
 
 
 def run_drill(data_dir, model: str, spec: dict, *, alert: str | None = None,
-              scale: float = 1 / 30, rate: float = 6.0, delay_ms: float = 300.0,
+              scale: float = 1 / 30, rate: float = 6.0, delay_ms: float = 1000.0,
               baseline_s: float = 10.0, timeout_s: float = 120.0, **engine_knobs) -> dict:
     """Run the drill; returns {"timeline": [...], "series": [...], "rules": path, ...}."""
     from labkit.bench.workloads import WorkloadParams
@@ -86,6 +102,8 @@ def run_drill(data_dir, model: str, spec: dict, *, alert: str | None = None,
             loader.start()
             mark("load started", detail=f"{rate:g} requests/s")
             time.sleep(baseline_s)
+            _wait_healthy(prom, alert, parsed.slos[0].name, 14.4 * (1 - parsed.slos[0].objective),
+                          timeout_s)
             set_fault(fault, delay_ms)
             mark("fault injected", detail=f"every engine step sleeps {delay_ms:g} ms")
             state, deadline = "inactive", time.time() + timeout_s

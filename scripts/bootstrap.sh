@@ -53,35 +53,27 @@ if [ "$(cat .venv-sky/.labkit-installed 2>/dev/null)" != "$SKY_VERSION" ]; then
   .venv-sky/bin/python -c 'import sky' && echo "$SKY_VERSION" > .venv-sky/.labkit-installed
 fi
 
-# Debian's chromium for the browser tests (JupyterLab driven by Playwright); Playwright's own
-# browser download cannot work offline, and is not needed.
-if ! command -v chromium >/dev/null; then
+# System packages the tests use, from Debian when we are root: chromium for the browser
+# tests (JupyterLab and the portfolio, driven by Playwright with executable_path: its own
+# browser download needs the network) and prometheus + promtool for the observability labs.
+apt_install() {  # apt_install PACKAGE WHAT-FOR COMMAND...
+  local pkg=$1 why=$2 cmd need=0; shift 2
+  for cmd in "$@"; do command -v "$cmd" >/dev/null || need=1; done
+  [ "$need" = 1 ] || return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "==> installing chromium (apt-get) for the browser tests"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "==> installing $pkg (apt-get) for $why"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
   else
-    echo "note: chromium not found; the browser tests need it (sudo apt-get install chromium)." >&2
+    echo "note: $* not found; $why need(s) it: sudo apt-get install $pkg" >&2
   fi
-fi
-
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "==> installing prometheus + promtool (apt-get)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
-  else
-    echo "note: prometheus/promtool not found; the observability labs need them." >&2
-    echo "      sudo apt-get install prometheus   or   conda install -c conda-forge prometheus" >&2
-  fi
-fi
-
-# The portfolio's screenshot test renders portfolio.html in headless Chromium, driven by
-# Playwright (test extra) with executable_path: `playwright install` needs the network.
-if ! command -v chromium >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "==> installing chromium (apt-get) for the portfolio screenshot test"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "note: chromium not found; the portfolio screenshot test will be skipped." >&2
-    echo "      sudo apt-get install chromium" >&2
-  fi
+}
+apt_install chromium "the browser tests" chromium
+apt_install prometheus "the observability labs (or: conda install -c conda-forge prometheus)" \
+  prometheus promtool
+# Debian's package starts its own Prometheus on :9090 where systemd runs. labkit never uses
+# that one (it starts its own on 127.0.0.1 and a free port): stop it, so nothing listens
+# on all interfaces and no port is taken.
+if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+  echo "==> stopping Debian's prometheus service (labkit starts its own on 127.0.0.1)"
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi

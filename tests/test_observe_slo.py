@@ -99,14 +99,14 @@ def test_the_drill_fires_and_resolves_on_the_teaching_engine(tmp_path):
 
     spec = {"service": "tiny-llama", "min_requests": 5, "slos": [
         {"name": "ttft", "objective": 0.99,
-         "latency": {"histogram": "vllm:time_to_first_token_seconds", "threshold": 0.1}}]}
+         "latency": {"histogram": "vllm:time_to_first_token_seconds", "threshold": 0.5}}]}
     r = run_drill(tmp_path, str(build_tiny_llama(verbose=False)), spec, max_model_len=512,
                   max_num_seqs=32, dtype="float32", baseline_s=6)
     order = [e["event"] for e in r["timeline"]]
     assert order == ["load started", "fault injected", "pending", "firing", "fault removed",
                      "resolved"], r["timeline"]
     t = {e["event"]: e["t_s"] for e in r["timeline"]}
-    assert t["firing"] - t["pending"] >= 3  # the scaled `for: 4s`, sampled once a second
+    assert t["firing"] - t["pending"] >= 3.9  # the scaled `for: 4s` (pending from activeAt)
     assert r["resolved"] and r["requests"] > 30
     assert "# DRILL" in (tmp_path / "slo_rules.yaml").read_text()
     assert not (tmp_path / "fault").exists()  # the engine is left healthy

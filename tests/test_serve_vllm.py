@@ -100,6 +100,7 @@ def test_vllm_serves_on_loopback_and_stop_leaves_nothing(tiny, tmp_path):
                  if line and not line.startswith("#")}
         for concept, name in vllm.METRICS.items():
             assert name in names or f"{name}_bucket" in names, (concept, name)
+        _every_dashboard_panel_has_data(server, tmp_path)
 
         # Every listening TCP socket of the tree is on loopback...
         listening = [c for pid in pids for c in psutil.Process(pid).net_connections("inet")
@@ -118,6 +119,36 @@ def test_vllm_serves_on_loopback_and_stop_leaves_nothing(tiny, tmp_path):
         assert port_is_free("127.0.0.1", server.port)
     finally:
         _kill(pids)
+
+
+def _every_dashboard_panel_has_data(server, tmp_path):
+    """The serving dashboard's panels against vLLM CPU itself, scraped by a real Prometheus
+    under a little load: a renamed vLLM metric breaks this, not a dashboard at 3 a.m."""
+    import time
+
+    from labkit.bench.loadgen import BenchConfig, run_bench
+    from labkit.bench.workloads import WorkloadParams
+    from labkit.observe import dashboards as dash
+    from labkit.observe.prometheus import Prometheus, find_prometheus
+
+    if find_prometheus() is None:  # the rest of the vLLM test still runs
+        print("prometheus is not installed: dashboard panels not checked on vLLM")
+        return
+    with Prometheus(tmp_path / "prom") as prom:
+        prom.add_target("vllm", server.base_url.split("//")[1])
+        prom.wait_for_target("vllm", timeout=20)
+        start = time.time()
+        run_bench(BenchConfig(base_url=server.base_url, model=server.model,
+                              workload="shared-prefix", rate=4.0, num_requests=12,
+                              params=WorkloadParams(num_groups=1, system_prompt_len=48,
+                                                    question_len=8, output_len=6),
+                              out_dir=str(tmp_path / "bench"), progress=False))
+        time.sleep(3)  # the last requests' samples land in the next scrapes
+        data = dash.panel_data(prom, start - 2, time.time())
+    engine = [d for d in data if any("vllm:" in expr for _, expr in d["panel"].targets)]
+    assert len(engine) >= 10  # latency, batch, KV cache, hit rate, tokens, preemptions, reasons
+    empty = [d["panel"].title for d in engine if not d["has_data"]]
+    assert not empty, f"dashboard panels without data on vLLM CPU: {empty}"
 
 
 CLI_RUNNER = textwrap.dedent("""

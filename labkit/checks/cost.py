@@ -32,3 +32,10 @@ def check_replicas(fn) -> int:
              (1000.0, 333.3, 0.1), (4999.0, 1000.0, 0.0), (5001.0, 1000.0, 0.0),
              (1.0, 1e6, 0.5)]
     return check_cases("replicas", fn, _reference_replicas, cases)
+
+
+def check_saving_pct(fn) -> int:
+    """saving_pct(old, new): (1 − new/old) × 100, negative when the bill grew."""
+    cases = [(100.0, 60.0), (100.0, 100.0), (100.0, 130.0), (45_552.0, 27_331.2), (1.0, 0.0)]
+    return check_cases("saving_pct", fn, lambda old, new: (1 - new / old) * 100, cases,
+                       rel=1e-9, abs_=1e-9)

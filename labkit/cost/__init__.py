@@ -9,5 +9,6 @@
     spot.py          Young and Daly checkpoint intervals, spot traces, a Monte Carlo of a
                      preemptible job, spot replicas for serving
     quantization.py  weight and KV memory (exact) and speed-ups (modelled from cited figures)
+    case_study.py    "I reduced monthly spend by X %": the waterfall from the run's records
     cli.py           `labkit cost prices|per-token|monthly|spot`
 """

@@ -23,7 +23,8 @@ Checkpoint interval for checkpoint time C and mean time between preemptions M:
   Young  τ = √(2CM)        Daly  τ = √(2CM)·[1 + ⅓√(C/2M) + (C/2M)/9] − C
 With --work-h and prices: a Monte Carlo of the job on spot (Poisson preemptions) vs on demand.
   labkit cost spot --checkpoint-min 5 --mtbf-h 24          → Young 120 min, Daly 117 min
-  labkit cost spot --checkpoint-min 5 --mtbf-h 2 --work-h 20 --spot-price 2.2 --on-demand-price 6.88"""
+  labkit cost spot --checkpoint-min 5 --mtbf-h 2 --work-h 20 \\
+      --spot-price 2.2 --on-demand-price 6.88"""
 
 
 def cmd_prices(args) -> int:

@@ -149,7 +149,8 @@ def register(sub) -> None:
     e.set_defaults(func=cmd_exporter)
     p = sub.add_parser("prom", help="a loopback Prometheus for your experiments (up/down/status)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dir", default="runs/prometheus", help="data and state (default runs/prometheus)")
+    p.add_argument("--dir", default="runs/prometheus",
+                   help="data and state (default runs/prometheus)")
     s = p.add_subparsers(dest="prom_cmd", metavar="ACTION", required=True)
     up = s.add_parser("up", help="start Prometheus on 127.0.0.1 (a free port unless --port)")
     up.add_argument("--port", type=int, default=0)

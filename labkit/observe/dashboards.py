@@ -49,7 +49,8 @@ class Panel:
 PANELS = [
     Panel("Time to first token", [("p50", _q(0.5, "vllm:time_to_first_token_seconds")),
                                   ("p99", _q(0.99, "vllm:time_to_first_token_seconds"))], "s",
-          "Server side: arrival to first token, from the engine's histogram (bucket-interpolated)."),
+          "Server side: arrival to first token, from the engine's histogram "
+          "(bucket-interpolated)."),
     Panel("Inter-token latency", [("p50", _q(0.5, "vllm:inter_token_latency_seconds")),
                                   ("p99", _q(0.99, "vllm:inter_token_latency_seconds"))], "s"),
     Panel("End-to-end latency", [("p50", _q(0.5, "vllm:e2e_request_latency_seconds")),

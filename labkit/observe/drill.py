@@ -5,7 +5,7 @@ An alert nobody has seen fire is a guess. The drill runs the real chain end to e
 teaching engine under steady load, a real Prometheus evaluating the generated SLO rules,
 then a fault (every engine step sleeps `delay_ms`: TTFT jumps past the SLO threshold),
 then the fix (the fault file removed). It polls /api/v1/alerts once a second and records
-when the fast page went pending, firing and resolved.
+when the fast page went pending (Prometheus's own activeAt), firing and resolved.
 
 The SLO windows are scaled down (`scale`, default 1/30: 1h → 120 s, 5m → 10 s, `for` 2m →
 4 s) so the whole drill takes about a minute instead of hours; the rule file says so in its
@@ -21,8 +21,33 @@ from dataclasses import replace
 from pathlib import Path
 
 from labkit.engine.fault import set_fault
+from labkit.errors import UserError
 from labkit.observe import slo as slo_mod
 from labkit.observe.prometheus import Prometheus
+
+
+def _epoch(rfc3339: str) -> float:
+    """Prometheus's activeAt ("2026-12-03T14:04:27.123456789Z") as a Unix time."""
+    import datetime as dt
+
+    head, _, frac = rfc3339.rstrip("Z").partition(".")
+    stamp = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
+    return stamp + (float(f"0.{frac}") if frac else 0.0)
+
+
+def _wait_healthy(prom, alert: str, slo_name: str, threshold: float, timeout_s: float) -> None:
+    """Inject the fault only into a healthy service: the alert inactive and the short window
+    under the page threshold. A machine too slow to meet the SLO unprovoked says so."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        firing = any(a["labels"].get("alertname") == alert for a in prom.alerts())
+        rows = prom.query(f'slo:sli_error:ratio_rate5m{{slo="{slo_name}"}}')
+        if not firing and rows and rows[0]["value"] < threshold:
+            return
+        time.sleep(1.0)
+    raise UserError(f"the service never met its SLO before the fault ({alert} active or the "
+                    "error ratio above the page threshold): this machine is too busy or too "
+                    "slow for the SLO threshold; raise it (e.g. threshold 1.0 s)")
 
 
 def _load(base_url: str, model: str, stop: threading.Event, out_dir: Path, rate: float,
@@ -40,7 +65,7 @@ def _load(base_url: str, model: str, stop: threading.Event, out_dir: Path, rate:
 
 
 def run_drill(data_dir, model: str, spec: dict, *, alert: str | None = None,
-              scale: float = 1 / 30, rate: float = 6.0, delay_ms: float = 300.0,
+              scale: float = 1 / 30, rate: float = 6.0, delay_ms: float = 1000.0,
               baseline_s: float = 10.0, timeout_s: float = 120.0, **engine_knobs) -> dict:
     """Run the drill; returns {"timeline": [...], "series": [...], "rules": path, ...}."""
     from labkit.bench.workloads import WorkloadParams
@@ -77,14 +102,21 @@ def run_drill(data_dir, model: str, spec: dict, *, alert: str | None = None,
             loader.start()
             mark("load started", detail=f"{rate:g} requests/s")
             time.sleep(baseline_s)
+            _wait_healthy(prom, alert, parsed.slos[0].name, 14.4 * (1 - parsed.slos[0].objective),
+                          timeout_s)
             set_fault(fault, delay_ms)
             mark("fault injected", detail=f"every engine step sleeps {delay_ms:g} ms")
             state, deadline = "inactive", time.time() + timeout_s
             while time.time() < deadline:
-                now = {a["labels"].get("alertname"): a["state"] for a in prom.alerts()}
-                new = now.get(alert, "inactive")
+                now = {a["labels"].get("alertname"): a for a in prom.alerts()}
+                new = now[alert]["state"] if alert in now else "inactive"
                 if new != state:
-                    mark(new if new != "inactive" else "resolved", alert=alert)
+                    if state == "inactive" and new in ("pending", "firing"):
+                        # pending began at activeAt, maybe between two polls: use its time
+                        events.append({"t_s": round(_epoch(now[alert]["activeAt"]) - t0, 1),
+                                       "event": "pending", "alert": alert})
+                    if new != "pending":
+                        mark(new if new != "inactive" else "resolved", alert=alert)
                     state = new
                     if new == "firing" and not any(e["event"] == "fault removed" for e in events):
                         set_fault(fault, None)

@@ -7,8 +7,8 @@
 The suite feeds each SLO a synthetic hour in which 20 % of requests are bad (burning a
 99 % objective's budget 20× — above the 14.4× page), then an hour in which none are, and
 expects the fast page *pending* a minute after the low-traffic guard is met (its `for` not
-yet passed), *firing* at minute 30, and *resolved* at minute 80, the short window clean — the life cycle an
-on-call engineer sees. Exact values are wrapped in round(x, 0.001): promtool 2.42 compares
+yet passed), *firing* at minute 30, and *resolved* at minute 80, the short window clean:
+the life cycle an on-call engineer sees. Exact values are wrapped in round(x, 0.001): promtool 2.42 compares
 floats exactly and has no fuzzy compare.
 """
 

@@ -44,7 +44,8 @@ def as_frame(rows: list[dict]):
     flat = []
     for r in rows:
         if "times" in r:
-            flat += [{**r["metric"], "time": t, "value": v} for t, v in zip(r["times"], r["values"])]
+            flat += [{**r["metric"], "time": t, "value": v}
+                     for t, v in zip(r["times"], r["values"])]
         else:
             flat.append({**r["metric"], "time": r["time"], "value": r["value"]})
     return pd.DataFrame(flat)

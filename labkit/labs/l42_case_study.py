@@ -12,7 +12,7 @@ is recorded and in which words. Three cases (see case_study's docstring):
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from labkit.cost import case_study
 

@@ -12,7 +12,8 @@ file, one module per notebook `labs/NN_topic.ipynb`):
     l23_engine_comparison.py       lab 23: one server per config, capacity per workload
     l30_metrics_and_dashboards.py  Prometheus + engine + exporter, client vs server TTFT
     l40_cost_model.py              lab 23's capacities priced, checkpoint timing, figures
-                                   (lab 42's case study lives in labkit/cost/case_study.py)
+    l42_case_study.py              the case study's records: X exact, "at least X", or why not
+                                   (the waterfall itself is labkit/cost/case_study.py)
 
 This file finds the lab notebooks, their roadmap order, parameters and requirements.
 

@@ -15,17 +15,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from labkit.cost import case_study
+from labkit.runs import NotMeasured
 
-Bills = Callable[[float, float], float]
+SavingPct = Callable[[float, float], float]
 
 
-def _bill(rec, name: str, step: case_study.Step) -> None:
+def _bill(step: case_study.Step):
+    """A waterfall step as a rec.scalars entry: ($, unit, note) or NotMeasured(why)."""
     if step.usd_month is None:
-        rec.not_measured(name, step.why_not)
-        return
+        return NotMeasured(step.why_not)
     note = ("at most (a capacity behind it is only a lower bound); " if step.upper_bound
             else "") + step.source
-    rec.scalar(name, round(step.usd_month, 2), unit="$/month", note=note)
+    return round(step.usd_month, 2), "$/month", note
 
 
 def sentence(case: dict, requests_per_day: int) -> str | None:
@@ -44,44 +45,41 @@ def sentence(case: dict, requests_per_day: int) -> str | None:
     return None
 
 
-def record(rec, case: dict, requests_per_day: int, saving_pct: Bills) -> str:
+def record(rec, case: dict, requests_per_day: int, saving_pct: SavingPct) -> str:
     """Record the case's configs, bills, savings and sentence; returns what to print.
 
     `saving_pct` is the learner's exercise 1, held against the case's own X."""
     base, after = case["steps"][0], case["steps"][1]
-    for name, value in (("baseline_config", case["baseline"]), ("best_config", case["best"])):
-        if value is None:
-            rec.not_measured(name, "lab 23 recorded no such config")
-        else:
-            rec.scalar(name, value)
-    _bill(rec, "baseline_usd_month", base)
-    _bill(rec, "after_usd_month", after)
     x = case["x_measured_pct"] if case["x_measured_pct"] is not None \
         else case["x_measured_at_least_pct"]
     if x is not None:  # the exercise must agree with the figure the sentence quotes
         assert abs(saving_pct(base.usd_month, after.usd_month) - x) < 1e-9, \
             "saving_pct disagrees with the case study's X: check exercise 1"
-    if case["x_measured_pct"] is not None:
-        rec.scalar("saving_pct_measured", round(case["x_measured_pct"], 1), unit="%",
-                   note=f"{case['baseline']} → {case['best']}, capacities measured by lab 23")
-    else:
-        rec.not_measured("saving_pct_measured", case["why_not"])
-    if case["x_measured_at_least_pct"] is not None:
-        rec.scalar("saving_pct_at_least", round(case["x_measured_at_least_pct"], 1), unit="%",
-                   note="a lower bound: the new config's capacity is a lower bound")
-    if case["x_with_modelled_pct"] is not None:
-        rec.scalar("saving_pct_with_modelled", round(case["x_with_modelled_pct"], 1), unit="%",
-                   note="includes the modelled spot step (catalog price ratio, assumed "
-                        "availability)")
-    else:
-        rec.not_measured("saving_pct_with_modelled", case["why_not_with_modelled"])
-    if case["x_with_modelled_at_least_pct"] is not None:
-        rec.scalar("saving_pct_with_modelled_at_least",
-                   round(case["x_with_modelled_at_least_pct"], 1), unit="%",
-                   note="a lower bound, and it includes the modelled spot step")
+    no_config = NotMeasured("lab 23 recorded no such config")
+    rec.scalars({
+        "baseline_config": case["baseline"] or no_config,
+        "best_config": case["best"] or no_config,
+        "baseline_usd_month": _bill(base), "after_usd_month": _bill(after),
+        "saving_pct_measured": _pct(case["x_measured_pct"], case["why_not"],
+                                    f"{case['baseline']} → {case['best']}, capacities "
+                                    "measured by lab 23"),
+        "saving_pct_with_modelled": _pct(case["x_with_modelled_pct"],
+                                         case["why_not_with_modelled"],
+                                         "includes the modelled spot step (catalog price "
+                                         "ratio, assumed availability)")})
+    lower = "a lower bound: the new config's capacity is one"
+    at_least = {"saving_pct_at_least": (case["x_measured_at_least_pct"], lower),
+                "saving_pct_with_modelled_at_least": (case["x_with_modelled_at_least_pct"],
+                                                      lower + "; includes the modelled spot")}
+    rec.scalars({name: (round(v, 1), "%", note) for name, (v, note) in at_least.items()
+                 if v is not None})
     text = sentence(case, requests_per_day)
     if text is None:
         rec.not_measured("sentence", case["why_not"])
         return "no X: " + case["why_not"]
     rec.text("sentence", text)
     return text
+
+
+def _pct(value: float | None, why_not: str, note: str):
+    return NotMeasured(why_not) if value is None else (round(value, 1), "%", note)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labkit.engine.cpu_gemm import Linear, PackedLinear, can_pack  # noqa: E402
+from labkit.engine.fast.cpu_gemm import Linear, PackedLinear, can_pack  # noqa: E402
 
 HIDDEN, INTER, VOCAB, LAYERS = 256, 768, 4096, 4  # the tiny Llama (labkit model build)
 SHAPES = [(HIDDEN, 2 * HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, 2 * INTER), (INTER, HIDDEN)] * LAYERS

@@ -1,5 +1,6 @@
-"""The engine's attention (split decode/prefill, cascade over shared prefixes) against
-labkit.kvcache's reference paged attention, on random caches and block tables."""
+"""The engine's two attention paths against labkit.kvcache's reference paged attention, on
+random caches and block tables: the fast one (split decode/prefill, cascade over shared
+prefixes, kept buffers) and the plain one (lab 20's op per decode batch and prefill chunk)."""
 
 import random
 
@@ -7,10 +8,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from labkit.engine import shared_prefix  # noqa: E402
-from labkit.engine.attention import attention, build_metadata  # noqa: E402
-from labkit.engine.shared_prefix import common_prefix_len, find_shared_prefixes  # noqa: E402
-from labkit.engine.workspace import Workspace  # noqa: E402
+from labkit.engine.fast import shared_prefix  # noqa: E402
+from labkit.engine.fast.attention import attention, build_metadata  # noqa: E402
+from labkit.engine.fast.shared_prefix import find_shared_prefixes  # noqa: E402
+from labkit.engine.fast.workspace import Workspace  # noqa: E402
+from labkit.engine.sequence import common_prefix_len  # noqa: E402
 from labkit.kvcache.paged_attention import paged_attention, write_kv_cache  # noqa: E402
 
 H, HKV, D = 4, 2, 16
@@ -71,6 +73,39 @@ def test_engine_attention_matches_the_kvcache_reference(block_size, seed, monkey
     ref = paged_attention(q, ref_k, ref_v, tables, [c for _, c, _ in seqs],
                           [n for _, _, n in seqs], impl="reference")
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 16])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_plain_path_matches_the_kvcache_reference(block_size, seed):
+    """`--attention plain` on the same mixed batches: lab 20's layout, lab 20's op."""
+    from labkit.engine.plain_attention import PlainAttention
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    seqs = random_batch(rng, block_size)
+    kc, vc = torch.randn(400, block_size, HKV, D), torch.randn(400, block_size, HKV, D)
+    T = sum(q for _, _, q in seqs)
+    q, k, v = torch.randn(T, H, D), torch.randn(T, HKV, D), torch.randn(T, HKV, D)
+    slots, decodes, prefills, row = [], [], [], 0
+    for i, (table, ctx, n) in enumerate(seqs):
+        slots += [table[p // block_size] * block_size + p % block_size for p in range(ctx - n, ctx)]
+        (decodes.append((table, ctx, i)) if n == 1 else prefills.append((row, n, table, ctx)))
+        row += n
+    plain = PlainAttention(400, 1, block_size)
+    assert plain.cache_shape(400, block_size, HKV, D) == tuple(kc.shape)
+    ours_k, ours_v = kc.clone(), vc.clone()
+    meta = plain.build(torch.tensor(slots), decodes, prefills, "cpu")
+    ours = plain.attend(q, k, v, ours_k, ours_v, meta, D**-0.5)
+
+    ref_k, ref_v = kc.clone(), vc.clone()
+    write_kv_cache(ref_k, ref_v, torch.tensor(slots), k, v)
+    width = max(len(t) for t, _, _ in seqs)
+    tables = torch.tensor([t + [0] * (width - len(t)) for t, _, _ in seqs])
+    ref = paged_attention(q, ref_k, ref_v, tables, [c for _, c, _ in seqs],
+                          [n for _, _, n in seqs], impl="reference")
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours_k, ref_k)  # the new tokens' K went where slot_mapping says
 
 
 @pytest.mark.parametrize("cascade_threshold", [1, 10**9])  # with and without groups

@@ -81,17 +81,21 @@ def test_each_prompt_alone_matches_transformers(model_path, reference, cache):
         assert token_ids(eng.generate([prompt], GREEDY)) == [ref], prompt
 
 
+@pytest.mark.parametrize("attention", ["fast", "plain"])
 @pytest.mark.parametrize("cache", ["radix", "hash", "none"])
-def test_concurrent_batch_with_tiny_chunks_matches_transformers(model_path, reference, cache):
+def test_concurrent_batch_with_tiny_chunks_matches_transformers(model_path, reference, cache,
+                                                                attention):
     """All prompts at once, prefill chunks of at most 3 tokens: every step mixes decodes
-    and partial prefills of different sequences."""
-    eng = engine(model_path, prefix_cache=cache, max_num_batched_tokens=3, block_size=4)
+    and partial prefills of different sequences. Both attention paths: plain ≡ fast ≡ HF."""
+    eng = engine(model_path, prefix_cache=cache, max_num_batched_tokens=3, block_size=4,
+                 attention=attention)
     assert token_ids(eng.generate(PROMPTS, GREEDY)) == reference
 
 
+@pytest.mark.parametrize("attention", ["fast", "plain"])
 @pytest.mark.parametrize("cache", ["radix", "hash"])
-def test_prefix_cache_hits_give_the_same_tokens(model_path, reference, cache):
-    eng = engine(model_path, prefix_cache=cache, block_size=4)
+def test_prefix_cache_hits_give_the_same_tokens(model_path, reference, cache, attention):
+    eng = engine(model_path, prefix_cache=cache, block_size=4, attention=attention)
     first = eng.generate(PROMPTS, GREEDY)
     again = eng.generate(PROMPTS, GREEDY)  # prompts (and their outputs) are cached now
     assert token_ids(first) == token_ids(again) == reference
@@ -103,12 +107,13 @@ def test_prefix_cache_hits_give_the_same_tokens(model_path, reference, cache):
     assert eng.scheduler.prefix_cache_hits == sum(best)
 
 
-def test_shared_prefix_across_different_prompts(model_path):
+@pytest.mark.parametrize("attention", ["fast", "plain"])
+def test_shared_prefix_across_different_prompts(model_path, attention):
     """Prompts that share a long prefix but differ after it: the second one hits mid-way."""
     base = PROMPTS[4] * 3
     prompts = [base + "x = 1", base + "while True:"]
     ref = hf_greedy(model_path, prompts, max_new=8)
-    eng = engine(model_path, prefix_cache="radix")
+    eng = engine(model_path, prefix_cache="radix", attention=attention)
     params = SamplingParams(max_tokens=8, temperature=0)
     assert token_ids(eng.generate(prompts[:1], params)) == ref[:1]
     second = eng.generate(prompts[1:], params)
@@ -120,7 +125,7 @@ def test_shared_prefix_across_different_prompts(model_path):
 def test_concurrent_requests_sharing_a_system_prompt(model_path, cache, monkeypatch):
     """Four requests with one long shared prefix decode together: their common KV blocks
     are attended once for the group (cascade attention). Same tokens as transformers."""
-    from labkit.engine import attention, shared_prefix
+    from labkit.engine.fast import attention, shared_prefix
 
     monkeypatch.setattr(shared_prefix, "MIN_STEP_SAVED_TOKENS", 0)  # four is too few to pay
     groups_seen = []
@@ -142,7 +147,7 @@ def test_a_burst_with_a_new_system_prompt_computes_it_once(model_path, cache):
     """Four requests arrive together with a system prompt nobody has cached. In-batch prefix
     caching: the first computes it, the others wait a step and hit it. Turned off, all four
     compute it. The tokens are transformers' either way."""
-    from labkit.engine.shared_prefix import common_prefix_len
+    from labkit.engine.sequence import common_prefix_len
 
     system = PROMPTS[4] * 8
     prompts = [system + q for q in ("x = 1", "def f(y):", "class A:", "import re")]

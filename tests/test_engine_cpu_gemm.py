@@ -2,7 +2,7 @@
 
 import pytest
 
-from labkit.engine.cpu_gemm import Linear, PackedLinear, can_pack, make_linear
+from labkit.engine.fast.cpu_gemm import Linear, PackedLinear, can_pack, make_linear
 
 torch = pytest.importorskip("torch")
 

@@ -104,10 +104,22 @@ def test_imports_point_down_the_layers():
     assert not wrong, wrong
 
 
-# "One idea per folder" in numbers: about 15 modules a folder. The teaching engine is the
-# largest (17: one file per engine part, as in vLLM's tree); the next module in a folder at
-# the limit means splitting that folder.
-MAX_MODULES_PER_FOLDER = 17
+def test_the_engines_scheduler_depends_on_neither_attention_path():
+    """Issue 16: the scheduler decides who runs; how attention is computed is not its business
+    (it used to import a helper from the cascade module)."""
+    g = graph()
+    for part in ("scheduler", "sequence", "engine"):
+        paths = {d for d in g[f"labkit.engine.{part}"]
+                 if d.startswith(("labkit.engine.fast", "labkit.engine.plain_attention"))}
+        assert not paths, f"labkit.engine.{part} imports {paths}"
+    assert {"labkit.engine.fast.backend", "labkit.engine.plain_attention"} <= \
+        g["labkit.engine.model_runner"]  # the one place the switch is read
+
+
+# "One idea per folder" in numbers: about 15 modules a folder. The teaching engine was the
+# largest (17) until its fast path moved to engine/fast/ (issue 16); the next module in a
+# folder at the limit means splitting that folder.
+MAX_MODULES_PER_FOLDER = 15
 
 
 @pytest.mark.parametrize("folder", sorted({p.parent for p in ROOT.rglob("*.py")}),

@@ -95,9 +95,7 @@ class LLMEngine:
         self.cache = make_prefix_cache(config.prefix_cache, config.kv_cache_tokens, config.block_size,
                                        config.radix_evict)
         pool = self.cache.pool
-        self.runner = ModelRunner(config.model, pool.num_blocks, pool.block_size, config.device,
-                                  config.dtype, config.max_model_len, config.num_threads,
-                                  config.prefill_threads, config.cpu_gemm)
+        self.runner = ModelRunner(config, pool.num_blocks, pool.block_size)
         self.scheduler = Scheduler(self.cache, config.max_num_seqs,
                                    config.max_num_batched_tokens, config.policy,
                                    config.in_batch_prefix_caching)

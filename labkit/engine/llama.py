@@ -26,7 +26,7 @@ import glob
 import json
 from pathlib import Path
 
-from labkit.engine.cpu_gemm import make_linear
+from labkit.engine.fast.cpu_gemm import make_linear
 from labkit.errors import UserError
 
 

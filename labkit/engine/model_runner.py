@@ -1,8 +1,9 @@
 """Turn a scheduled batch into tensors, run the model over the paged KV cache, sample.
 
-The KV cache is preallocated once: per layer a key and a value tensor of shape
-[num_kv_heads, num_blocks, block_size, head_dim] (vLLM's is [num_blocks, block_size,
-num_kv_heads, head_dim]; head-major suits the CPU matmuls of attention.py). Nothing is
+The KV cache is preallocated once, a key and a value tensor per layer, in the shape the
+attention path asks for: `--attention plain` (plain_attention.py) keeps lab 20's and vLLM's
+[num_blocks, block_size, num_kv_heads, head_dim]; `--attention fast` (fast/) a head-major
+[num_kv_heads, num_blocks, block_size, head_dim] that suits its CPU matmuls. Nothing is
 allocated per request; a request only owns block ids, listed in its block table.
 
 For one step the runner flattens every scheduled sequence's new tokens into one list
@@ -17,8 +18,9 @@ For one step the runner flattens every scheduled sequence's new tokens into one 
                              sequence whose tokens are now all computed (a prefill chunk
                              that stops mid-prompt samples nothing)
 
-Attention (attention.py) writes the new K/V into the cache, then reads each sequence's
-context through its block table.
+The attention path writes the new K/V into the cache, then reads each sequence's context
+through its block table. Both paths take the same inputs (the decodes' and prefill
+chunks' block tables and lengths) and give the same tokens.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labkit.engine.attention import AttentionMetadata, attention, build_metadata
-from labkit.engine.workspace import Workspace
+from labkit.engine.config import EngineConfig
+from labkit.engine.fast.backend import FastAttention
 from labkit.engine.llama import LlamaModel
+from labkit.engine.plain_attention import PlainAttention
 from labkit.engine.sampler import sample
 from labkit.engine.scheduler import ScheduledBatch
 
@@ -39,49 +42,45 @@ from labkit.engine.scheduler import ScheduledBatch
 class StepInputs:
     input_ids: object  # long [num_tokens] on the model's device
     positions: object  # long [num_tokens]
-    attn: AttentionMetadata  # slot mapping, what to gather, masks: built once, used by every layer
+    attn: object  # the attention path's metadata: slot mapping, tables, masks; built once per
+    #               step, used by every layer
     logits_indices: object  # long [len(sample_seqs)]: rows whose next token we sample
     sample_seqs: list  # sequences that get a new token this step
 
 
 # A step with at least this many prefill tokens runs on prefill_threads (see ModelRunner).
 PREFILL_THREADS_MIN_TOKENS = 64
+ATTENTION_PATHS = {"plain": PlainAttention, "fast": FastAttention}  # EngineConfig.attention
 
 
 class ModelRunner:
-    def __init__(self, model_dir: str, num_blocks: int, block_size: int, device: str = "cpu",
-                 dtype: str = "auto", max_model_len: int | None = None,
-                 num_threads: int | None = None, prefill_threads: int | None = None,
-                 cpu_gemm: str = "onednn"):
+    def __init__(self, config: EngineConfig, num_blocks: int, block_size: int):
         import torch
 
-        self.device = torch.device(device)
+        self.device = torch.device(config.device)
         self.threads = self.prefill_threads = None
         if self.device.type == "cpu":
-            # Every core, decode steps too. Until the matmuls went through oneDNN-packed
-            # weights (cpu_gemm.py) one core was left to the HTTP server, as vLLM's CPU worker
-            # does: a second MKL thread bought little at 8-row matmuls. Packed, the matmuls of
-            # a step run 1.4-1.8x faster on two threads; a whole C = 8 closed loop 1.33x
-            # in-process, 1.08-1.10x served, where the server's bursts after each step take
-            # the second core (2-vCPU VM, benchmarks/README.md).
+            # Every core, decode steps too: with packed weights a step's matmuls split well
+            # over two threads (the measurements: benchmarks/README.md, "oneDNN-packed").
             cores = os.cpu_count() or 2
-            self.threads = num_threads or cores
+            self.threads = config.num_threads or cores
             # Prefill chunks are big matmuls (tens of milliseconds) that split well across
             # threads, and a server with nothing to stream meanwhile (nobody's next token
             # exists until the step ends): --num-threads 1 still prefills on every core.
-            self.prefill_threads = prefill_threads or max(self.threads, cores)
+            self.prefill_threads = config.prefill_threads or max(self.threads, cores)
             torch.set_num_threads(self.threads)
-        self.model = LlamaModel(model_dir, device, dtype, max_model_len, cpu_gemm)
+        self.model = LlamaModel(config.model, config.device, config.resolved_dtype,
+                                config.max_model_len, config.cpu_gemm)
         self.block_size = block_size
         m = self.model
-        # Head-major per layer, [Hkv, blocks, block_size, D]: see attention.py.
-        shape = (m.num_layers, m.num_kv_heads, num_blocks, block_size, m.head_dim)
+        self.attention = ATTENTION_PATHS[config.attention](num_blocks, m.num_layers, block_size)
+        shape = (m.num_layers, *self.attention.cache_shape(num_blocks, block_size,
+                                                           m.num_kv_heads, m.head_dim))
         # One allocation for the whole cache, all layers: the memory a server reserves at
         # start-up (vLLM sizes it from --gpu-memory-utilization; we from --kv-cache-tokens).
         self.key_cache = torch.zeros(shape, dtype=m.dtype, device=self.device)
         self.value_cache = torch.zeros(shape, dtype=m.dtype, device=self.device)
         self.scale = m.head_dim**-0.5
-        self.workspace = Workspace(max_keep_tokens=num_blocks * block_size)
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -118,8 +117,7 @@ class ModelRunner:
         def t(x):
             return torch.as_tensor(x, dtype=torch.long).to(self.device, non_blocking=True)
 
-        attn = build_metadata(t(slots), decodes, prefills, bs, self.device, self.workspace,
-                              num_layers=self.model.num_layers)
+        attn = self.attention.build(t(slots), decodes, prefills, self.device)
         return StepInputs(t(input_ids), t(positions), attn, t(logits_indices), sample_seqs)
 
     def run(self, batch: ScheduledBatch) -> tuple[list, list[int]]:
@@ -133,8 +131,8 @@ class ModelRunner:
             torch.set_num_threads(threads)  # cheap: the thread pool stays, fewer join in
 
         def attend(layer, q, k, v):
-            return attention(q, k, v, self.key_cache[layer], self.value_cache[layer], x.attn,
-                             self.scale, layer)
+            return self.attention.attend(q, k, v, self.key_cache[layer],
+                                         self.value_cache[layer], x.attn, self.scale, layer)
 
         with torch.inference_mode():
             logits = self.model.forward(x.input_ids, x.positions, attend, x.logits_indices)

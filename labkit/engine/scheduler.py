@@ -33,8 +33,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from labkit.engine.sequence import Sequence, SequenceStatus
-from labkit.engine.shared_prefix import common_prefix_len
+from labkit.engine.sequence import Sequence, SequenceStatus, common_prefix_len
 from labkit.kvcache.block_pool import OutOfBlocks, blocks_for
 from labkit.kvcache.prefix_cache import PrefixCache
 

@@ -12,6 +12,8 @@ is what lets one forward pass mix both. When a step computes up to the last toke
 model's output at that position is the next token's distribution: we sample and append.
 
 Timestamps (time.monotonic seconds) feed the vLLM-named metrics in prometheus_metrics.py.
+`common_prefix_len` compares two token lists; the scheduler (in-batch prefix caching) and
+the fast attention path (shared prefixes) both use it.
 """
 
 from __future__ import annotations
@@ -121,3 +123,17 @@ class Sequence:
     def __repr__(self):
         return (f"Sequence({self.request_id!r}, {self.status.value}, prompt={self.num_prompt_tokens}, "
                 f"out={self.num_output_tokens}, computed={self.num_computed_tokens})")
+
+
+def common_prefix_len(a: list, b: list) -> int:
+    """Length of the common prefix of two lists: binary search with C-speed slice compares."""
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -26,16 +26,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from labkit.engine.sequence import common_prefix_len
+
 MIN_SHARED_TOKENS = 32  # neighbours must share at least this much to be grouped
 MIN_SAVED_TOKENS = 256  # (members − 1) × shared tokens: below this the extra ops cost more
-# ... and all groups of a step together, or no cascade at all. The cascade is ~30 more small
-# tensor ops per layer, and the gathered prefixes and suffix rows are rebuilt whenever a
-# group's members change, which with few sequences is every few steps. Measured on the tiny
-# Llama (1 KiB of K/V per token and layer), 2-vCPU VM, closed loops over 4 shared system
-# prompts: at 8 sequences (pairs, ~2,800 tokens saved at best) no cascade is 1.13-1.24x
-# faster; at 32 (groups of ~8, ~19,000 saved) the cascade is 1.7x faster; this threshold
-# gives 1.14x at 8, matches "always" at 32, and at 16 all three are within noise
-# (benchmarks/README.md).
+# ... and all groups of a step together, or no cascade at all. Why a threshold: the cascade
+# is ~30 more small tensor ops per layer, and the gathered prefixes and suffix rows are
+# rebuilt whenever a group's members change, which with few sequences is every few steps;
+# with a handful of pairs that costs more than the reads it spares, with groups of eight it
+# wins clearly (the closed-loop figures: benchmarks/README.md, "Change 2").
 # vLLM's FlashAttention backend decided alike (use_cascade_attention: never under 8
 # requests or a 256-token common prefix); vLLM 0.32 has removed cascade attention.
 MIN_STEP_SAVED_TOKENS = 4096
@@ -115,20 +114,6 @@ def merge(o1, lse1, o2, lse2):
 
     lse = torch.logaddexp(lse1, lse2)
     return o1 * torch.exp(lse1 - lse) + o2 * torch.exp(lse2 - lse), lse
-
-
-def common_prefix_len(a: list, b: list) -> int:
-    """Length of the common prefix of two lists: binary search with C-speed slice compares."""
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def find_shared_prefixes(decodes: list, block_size: int) -> list[tuple[list[int], int]]:

@@ -30,9 +30,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from labkit.engine.shared_prefix import (PrefixBatch, attend_with_lse, find_shared_prefixes, merge,
-                                         prefix_batch)
-from labkit.engine.workspace import GatherPlan, Workspace
+from labkit.engine.fast.shared_prefix import (
+    PrefixBatch,
+    attend_with_lse,
+    find_shared_prefixes,
+    merge,
+    prefix_batch,
+)
+from labkit.engine.fast.workspace import GatherPlan, Workspace
 
 
 @dataclass

@@ -1,7 +1,18 @@
 """Teaching engine vs vLLM's CPU build vs a naive transformers loop, same tiny model.
 
-For each server (labkit's teaching engine, vLLM CPU with --enforce-eager) this script
-starts it on a free port, warms it up, and drives it with labkit's load generator
+The servers (--engines, any of):
+
+    mini          the teaching engine at its defaults (--attention fast, --dtype auto)
+    mini-plain    the teaching engine's plain path (--attention plain): lab 20's op
+    vllm          vLLM's CPU build at *its* defaults, as a user starts it: it picks the dtype
+                  (bfloat16 on CPUs with AMX / AVX-512-BF16) and compiles the model
+    vllm-fp32     vLLM with --dtype float32 --enforce-eager: the like-for-like second row
+
+Every ratio in the table is against `vllm` (its defaults), within the same repetition. The
+result file records the CPU model, its flags that decide the dtype (AMX? AVX-512? BF16?) and
+the dtype each server chose (teaching engine: /v1/models; vLLM: its start-up log).
+
+This script starts each server on a free port, warms it up, and drives it with labkit's load generator
 (`labkit.bench`: streaming OpenAI requests, token counts from the server's `usage`) at
 concurrency 1, 8 and 32 — closed loop: C requests in flight, a new one as soon as one
 finishes — on two workloads:
@@ -66,15 +77,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ENGINES = ("mini", "mini-plain", "vllm", "vllm-fp32")
+PEER = "vllm"  # every ratio is against vLLM at its defaults
+DTYPE_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8")
+
+
 def server_cmd(engine: str, model: Path, port: int, args) -> list[str]:
     common = ["--model", str(model), "--host", "127.0.0.1", "--port", str(port),
               "--served-model-name", NAME, "--max-model-len", str(args.max_model_len)]
-    if engine == "mini":
+    if engine.startswith("mini"):
+        plain = ["--attention", "plain"] if engine == "mini-plain" else []
         return [sys.executable, "-m", "labkit.engine.server", *common,
-                "--max-num-seqs", "64", "--kv-cache-tokens", "65536",
+                "--max-num-seqs", "64", "--kv-cache-tokens", "65536", *plain,
                 *shlex.split(args.mini_args)]
-    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *common,
-            "--dtype", "float32", "--enforce-eager", *shlex.split(args.vllm_args)]
+    fp32 = ["--dtype", "float32", "--enforce-eager"] if engine == "vllm-fp32" else []
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *common, *fp32,
+            *shlex.split(args.vllm_args)]
+
+
+def served_dtype(srv) -> str:
+    """The dtype a server runs: the teaching engine says it in /v1/models, vLLM in its log."""
+    import re
+
+    if "labkit.engine.server" in srv.cmd:
+        with urllib.request.urlopen(srv.base + "/v1/models", timeout=5) as r:
+            card = json.load(r)["data"][0]
+        return f"{card.get('dtype')} ({card.get('dtype_reason')})"
+    m = re.search(r"dtype=(torch\.)?(\w+)", Path(srv.log.name).read_text(errors="replace"))
+    return m.group(2) if m else "unknown (not in vLLM's log)"
 
 
 class Server:
@@ -84,7 +114,7 @@ class Server:
         self.port = free_port()
         self.cmd = server_cmd(engine, model, self.port, args)
         self.log = tempfile.NamedTemporaryFile(prefix=f"{engine}-", suffix=".log", delete=False)
-        env = {**os.environ, **(VLLM_ENV if engine == "vllm" else {})}
+        env = {**os.environ, **(VLLM_ENV if engine.startswith("vllm") else {})}
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -228,9 +258,13 @@ def run_servers(engines: list[str], model: Path, args) -> list[dict]:
         for engine in engines:
             srv = stack.enter_context(Server(engine, model, args))
             startup = srv.wait_healthy()
-            print(f"[{engine}] healthy after {startup:.1f} s: {' '.join(srv.cmd[2:])}", file=sys.stderr)
+            srv.dtype, srv.startup_s = served_dtype(srv), startup
+            print(f"[{engine}] healthy after {startup:.1f} s, dtype {srv.dtype}: "
+                  f"{' '.join(srv.cmd[2:])}", file=sys.stderr)
             bench(srv.base, "random", 4, 8, 999, args)  # warm-up: first-call costs out of the way
             servers[engine] = srv
+        args.served = {e: {"dtype": s.dtype, "startup_s": round(s.startup_s, 1),
+                           "cmd": " ".join(s.cmd[2:])} for e, s in servers.items()}
         for rep in range(args.repeats):
             for workload in args.workloads:
                 for c in args.concurrency:
@@ -271,10 +305,10 @@ def run_naive(model: Path, args) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    """Median over repetitions of output tokens/s (min–max in brackets), the ratios of the
-    medians, the ratio within each repetition (the two engines ran back to back on the same
-    prompts, so a slow minute on a shared machine hits both: this spread is the one to
-    trust), and the median number of cores each server kept busy."""
+    """Median over repetitions of output tokens/s (min–max in brackets) per server, and each
+    server's ratio to vLLM at its defaults: the ratio of the medians, then the ratio within
+    each repetition (the servers ran back to back on the same prompts, so a slow minute on a
+    shared machine hits all alike: that spread is the one to trust)."""
     import statistics
 
     def pick(engine, workload, c, key="output_tokens_per_s"):
@@ -290,27 +324,32 @@ def table(rows: list[dict]) -> str:
     def med(xs):
         return statistics.median(xs) if xs else None
 
-    naive = max((r["output_tokens_per_s"] for r in rows if r["engine"] == "naive"), default=None)
-    def paired(workload, c):  # engine / vLLM within each repetition
+    def paired(engine, workload, c):  # engine / vLLM defaults within each repetition
         tok = {(r["engine"], r["rep"]): r["output_tokens_per_s"] for r in rows
                if (r["workload"], r["concurrency"]) == (workload, c) and "rep" in r}
-        return [tok["mini", k] / tok["vllm", k] for e, k in tok
-                if e == "mini" and ("vllm", k) in tok]
+        return [tok[engine, k] / tok[PEER, k] for e, k in tok if e == engine and (PEER, k) in tok]
 
-    lines = ["| workload | C | teaching engine tok/s | vLLM CPU tok/s | engine / vLLM "
-             "| per repeat | engine / naive | cores busy (engine, vLLM) |",
-             "|---|---|---|---|---|---|---|---|"]
+    naive = max((r["output_tokens_per_s"] for r in rows if r["engine"] == "naive"), default=None)
+    engines = [e for e in ENGINES if any(r["engine"] == e for r in rows)]
+    others = [e for e in engines if e != PEER]
+    lines = ["| workload | C | " + " | ".join(f"{e} tok/s" for e in engines) + " | "
+             + " | ".join(f"{e} / vllm (per repeat)" for e in others)
+             + " | mini / naive |",
+             "|---|---|" + "---|" * (len(engines) + len(others) + 1)]
     for workload in dict.fromkeys(r["workload"] for r in rows if r["engine"] != "naive"):
         for c in sorted({r["concurrency"] for r in rows if r["workload"] == workload}):
-            mini, vllm = pick("mini", workload, c), pick("vllm", workload, c)
-            ratio = f"{med(mini) / med(vllm):.2f}×" if mini and vllm else "—"
-            vs_naive = f"{med(mini) / naive:.1f}×" if mini and naive and workload == "random" else "—"
-            cores = [med(pick(e, workload, c, "server_cores")) for e in ("mini", "vllm")]
-            cores_txt = ", ".join("—" if x is None else f"{x:.2f}" for x in cores)
-            per = paired(workload, c)
-            per_txt = " ".join(f"{x:.2f}" for x in per) if per else "—"
-            lines.append(f"| {workload} | {c} | {cell(mini)} | {cell(vllm)} | {ratio} "
-                         f"| {per_txt} | {vs_naive} | {cores_txt} |")
+            peer = pick(PEER, workload, c)
+            ratios = []
+            for e in others:
+                mine, per = pick(e, workload, c), paired(e, workload, c)
+                ratio = f"{med(mine) / med(peer):.2f}×" if mine and peer else "—"
+                ratios.append(ratio + (f" ({' '.join(f'{x:.2f}' for x in per)})" if per else ""))
+            mini = pick("mini", workload, c)
+            vs_naive = f"{med(mini) / naive:.1f}×" if mini and naive and workload == "random" \
+                else "—"
+            lines.append(f"| {workload} | {c} | "
+                         + " | ".join(cell(pick(e, workload, c)) for e in engines) + " | "
+                         + " | ".join(ratios) + f" | {vs_naive} |")
     if naive:
         lines.append(f"\nnaive transformers `generate`, one request at a time (best of 1 and 2 "
                      f"torch threads): {naive:,.0f} tok/s")
@@ -319,7 +358,8 @@ def table(rows: list[dict]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--engines", default="mini,vllm,naive")
+    p.add_argument("--engines", default="mini,mini-plain,vllm,vllm-fp32,naive",
+                   help=f"comma-separated: {', '.join(ENGINES)}, naive")
     p.add_argument("--workloads", default="random,shared-prefix")
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--input-len", type=int, default=128, help="random: prompt words")
@@ -348,18 +388,29 @@ def main(argv=None) -> int:
     args.workloads = args.workloads.split(",")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     engines = args.engines.split(",")
+    unknown = set(engines) - set(ENGINES) - {"naive"}
+    if unknown:
+        raise SystemExit(f"--engines: unknown {sorted(unknown)}; choose from "
+                         f"{', '.join(ENGINES)}, naive")
 
     model = build_tiny_llama(verbose=False)
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     rows = run_servers([e for e in engines if e != "naive"], model, args)
     if "naive" in engines:
         rows += run_naive(model, args)
+    from labkit.engine.dtype import cpu_flags
+
     result = {"started": started, "machine": platform.node(), "cpu": cpu_model(),
+              "cpu_flags": sorted(cpu_flags() & set(DTYPE_FLAGS)),
               "cores": os.cpu_count(), "python": platform.python_version(),
               "args": {k: v for k, v in vars(args).items()}, "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    print(f"CPU: {result['cpu']}, {result['cores']} cores, flags that decide the dtype: "
+          f"{', '.join(result['cpu_flags']) or 'none of ' + ', '.join(DTYPE_FLAGS)}")
+    for e, info in getattr(args, "served", {}).items():
+        print(f"{e}: dtype {info['dtype']}; up in {info['startup_s']} s")
     print(table(rows))
     print(f"\nresults: {out}", file=sys.stderr)
     return 0

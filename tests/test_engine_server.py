@@ -5,6 +5,7 @@ Starts `python -m labkit.engine.server` as a real subprocess (the way `labkit se
 Prometheus metrics against the requests we sent, a busy port, and a clean SIGTERM.
 """
 
+import json
 import os
 import re
 import signal
@@ -127,6 +128,12 @@ def count(usage):
 
 def test_models_and_health(server, client):
     assert [m.id for m in client.models.list().data] == [NAME]
+    from labkit.engine.dtype import resolve_dtype
+
+    with urllib.request.urlopen(server["base"] + "/v1/models") as r:
+        card = json.load(r)["data"][0]
+    assert (card["dtype"], card["dtype_reason"]) == resolve_dtype("auto", "cpu")  # said, why
+    assert card["attention"] == "fast"
     with urllib.request.urlopen(server["base"] + "/health") as r:
         assert r.status == 200
 

@@ -14,9 +14,8 @@ import sys
 import pytest
 import yaml
 
-from labkit.serve import ServeConfig, metric_name, metrics_table, plan
-from labkit.serve import mini, sglang, trtllm, vllm
 from labkit.errors import UserError
+from labkit.serve import ServeConfig, metric_name, metrics_table, mini, plan, sglang, trtllm, vllm
 
 
 @pytest.fixture
@@ -182,15 +181,41 @@ def test_teaching_engine_in_batch_thread_and_gemm_flags_reach_its_config(model):
 
     default = make_engine_config(build_parser().parse_args(["--model", model]))
     assert (default.in_batch_prefix_caching, default.num_threads, default.prefill_threads,
-            default.cpu_gemm) == (True, None, None, "onednn")
+            default.cpu_gemm) == (True, None, None, "onednn")  # auto on the fast path
     cfg = ServeConfig(model=model, port=8200, extra_args=[
         "--no-in-batch-prefix-caching", "--num-threads", "1", "--prefill-threads", "3",
         "--cpu-gemm", "torch"])
     config = make_engine_config(build_parser().parse_args(plan("mini", cfg).argv[3:]))
     assert (config.in_batch_prefix_caching, config.num_threads, config.prefill_threads,
             config.cpu_gemm) == (False, 1, 3, "torch")
-    with pytest.raises(UserError, match="--cpu-gemm must be one of onednn, torch"):
+    with pytest.raises(UserError, match="--cpu-gemm must be one of auto, onednn, torch"):
         EngineConfig(model=model, cpu_gemm="mkl")
+
+
+def test_every_engine_setting_is_written_once_and_is_a_flag(model):
+    """The server's flags are EngineConfig's fields: each has a flag, the flag's default is
+    the field's, and a value given on the command line reaches the config unchanged."""
+    if mini.missing():
+        pytest.skip("the teaching engine is not in this checkout")
+    from dataclasses import fields
+
+    from labkit.engine.config import EngineConfig
+    from labkit.engine.server import build_parser, make_engine_config
+
+    parser = build_parser()
+    dests = {a.dest for a in parser._actions}
+    settable = [f for f in fields(EngineConfig) if f.init]
+    assert {f.name for f in settable} <= dests
+    assert all(f.metadata.get("help") for f in settable), "every setting explains itself"
+    parsed = make_engine_config(parser.parse_args(["--model", model]))
+    direct = EngineConfig(model=model)
+    assert {f.name: getattr(parsed, f.name) for f in fields(EngineConfig)} == \
+        {f.name: getattr(direct, f.name) for f in fields(EngineConfig)}
+    plain = make_engine_config(parser.parse_args(["--model", model, "--attention", "plain",
+                                                  "--max-num-seqs", "3"]))
+    assert (plain.attention, plain.cpu_gemm, plain.max_num_seqs) == ("plain", "torch", 3)
+    with pytest.raises(SystemExit):  # argparse refuses a choice the field does not list
+        parser.parse_args(["--model", model, "--attention", "cascade"])
 
 
 # Every combination of the common knobs emits only flags from the cited tables.

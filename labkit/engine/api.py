@@ -71,7 +71,9 @@ def build_app(async_engine, metrics, tokenizer):
     async def models():
         return {"object": "list", "data": [{
             "id": served_model_name, "object": "model", "created": created, "owned_by": "labkit",
-            "root": config.model, "parent": None, "max_model_len": config.max_model_len}]}
+            "root": config.model, "parent": None, "max_model_len": config.max_model_len,
+            "dtype": config.resolved_dtype, "dtype_reason": config.dtype_reason,
+            "attention": config.attention}]}
 
     async def parse(request: Request) -> dict:
         try:

@@ -17,8 +17,7 @@ import socket
 import sys
 
 from labkit.engine.async_engine import AsyncEngine
-from labkit.engine.config import RADIX_EVICTIONS, EngineConfig
-from labkit.engine.cpu_gemm import CPU_GEMMS
+from labkit.engine.config import EngineConfig, cli_flags, from_args
 from labkit.engine.prometheus_metrics import EngineMetrics
 from labkit.errors import UserError
 
@@ -26,6 +25,7 @@ EPILOG = """\
 examples:
   python -m labkit.engine.server --model "$(labkit model build)" --port 8000
   python -m labkit.engine.server --model PATH --prefix-cache hash --block-size 16 --policy lpm
+  python -m labkit.engine.server --model PATH --attention plain   # lab 20's op, to read
   curl -s localhost:8000/v1/completions -H 'Content-Type: application/json' \\
        -d '{"prompt": "def fib(n):", "max_tokens": 16, "temperature": 0}'
   curl -s localhost:8000/metrics | grep '^vllm:'
@@ -45,57 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "cache with radix or hash prefix caching, OpenAI-compatible HTTP API and "
                     "Prometheus metrics under vLLM's names.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="Hugging Face model directory (config.json, "
-                   "*.safetensors, tokenizer files), e.g. the path `labkit model build` prints")
+    # Every engine setting comes from EngineConfig's fields (config.py): written once there.
+    # Only what the HTTP server itself needs is declared here.
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--served-model-name", help="model name clients send and /v1/models shows "
-                   "(default: the --model path, as vLLM does)")
-    p.add_argument("--prefix-cache", choices=("radix", "hash", "none"), default="radix",
-                   help="radix: SGLang-style tree, token-granular hits (default); hash: "
-                   "vLLM-style chained block hashes, full blocks only; none: no reuse")
-    p.add_argument("--radix-evict", choices=RADIX_EVICTIONS, default="leaf",
-                   help="radix cache eviction when KV runs out: leaf = the least recently used "
-                   "leaf goes whole, as in SGLang (default); tail = only the tokens needed, cut "
-                   "from that leaf's end (keeps more of a long shared prompt)")
-    p.add_argument("--policy", choices=("fcfs", "lpm"), default="fcfs",
-                   help="admission order: fcfs = arrival order (default); lpm = longest "
-                   "cached prefix first (more cache hits, can starve unlucky requests)")
-    p.add_argument("--no-in-batch-prefix-caching", dest="in_batch_prefix_caching",
-                   action="store_false",
-                   help="admit a request even when a prefill running in the same step is "
-                   "computing its prefix (by default it waits one step and then hits the "
-                   "cache, as in SGLang; turn off to watch a burst compute one prompt N times)")
-    p.add_argument("--max-num-seqs", type=int, default=64,
-                   help="most requests running at once, the batch size ceiling (default 64)")
-    p.add_argument("--max-num-batched-tokens", type=int, default=2048,
-                   help="token budget of one step (default 2048)")
-    p.add_argument("--block-size", type=int, default=16,
-                   help="tokens per KV block for --prefix-cache hash|none (radix uses 1)")
-    p.add_argument("--kv-cache-tokens", type=int, default=32768,
-                   help="KV cache capacity in tokens (default 32768)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--max-model-len", type=int,
-                   help="longest prompt + output in tokens (default: the model's "
-                   "max_position_embeddings)")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                   help="weights and KV dtype (default auto: the checkpoint's)")
-    p.add_argument("--num-threads", type=int,
-                   help="torch CPU threads for the forward pass (default: all cores; with "
-                   "--cpu-gemm torch on 2 cores, 1 leaves a core to the HTTP server at no cost)")
-    p.add_argument("--prefill-threads", type=int,
-                   help="torch CPU threads for steps that prefill at least 64 prompt tokens "
-                   "(default: all cores; big matmuls split well, and the server has nothing "
-                   "to stream until such a step ends)")
-    p.add_argument("--cpu-gemm", choices=CPU_GEMMS, default="onednn",
-                   help="float32 matmuls on CPU: onednn = each weight packed once into oneDNN's "
-                   "blocked layout, as vLLM's CPU build does (default; faster at decode batch "
-                   "sizes, more so on several threads; holds each weight twice); torch = plain "
-                   "x @ W (MKL repacks the weight on every call; one copy in memory)")
-    p.add_argument("--fault-file", metavar="PATH",
-                   help="alert drills: while PATH holds 'step_delay_ms=N', every engine step "
-                   "sleeps N ms first (written and removed at run time; see engine/fault.py)")
+    for flag, kw in cli_flags():
+        p.add_argument(flag, **kw)
     p.add_argument("--graceful-shutdown-s", type=float, default=10.0,
                    help="on SIGTERM/Ctrl-C, how long running requests may take to finish")
     return p
@@ -120,17 +76,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_engine_config(args):
-    return EngineConfig(
-        model=args.model, served_model_name=args.served_model_name,
-        prefix_cache=args.prefix_cache, radix_evict=args.radix_evict, policy=args.policy,
-        in_batch_prefix_caching=args.in_batch_prefix_caching,
-        max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
-        kv_cache_tokens=args.kv_cache_tokens, device=args.device,
-        max_model_len=args.max_model_len, dtype=args.dtype, num_threads=args.num_threads,
-        prefill_threads=args.prefill_threads, cpu_gemm=args.cpu_gemm,
-        fault_file=args.fault_file)
+def make_engine_config(args) -> EngineConfig:
+    return from_args(args)
 
 
 def serve(args) -> int:
@@ -164,7 +111,8 @@ def serve(args) -> int:
     kv_mib = engine.info["kv_cache_bytes"] / 2**20
     print(f"labkit engine: serving {config.served_model_name!r} on http://{args.host}:{args.port} "
           f"(prefix cache {config.prefix_cache}, policy {config.policy}, KV {config.kv_cache_tokens} "
-          f"tokens = {kv_mib:.0f} MiB, device {config.device})", file=sys.stderr, flush=True)
+          f"tokens = {kv_mib:.0f} MiB, device {config.device}, attention {config.attention}, "
+          f"dtype {config.resolved_dtype}: {config.dtype_reason})", file=sys.stderr, flush=True)
     try:
         server.run(sockets=[sock])
     finally:

@@ -40,39 +40,44 @@ def random_batch(rng, block_size, num_blocks=400):
     return seqs
 
 
-@pytest.mark.parametrize("block_size", [1, 4, 16])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_engine_attention_matches_the_kvcache_reference(block_size, seed, monkeypatch):
-    monkeypatch.setattr(shared_prefix, "MIN_SHARED_TOKENS", 1)
-    monkeypatch.setattr(shared_prefix, "MIN_SAVED_TOKENS", 1)  # cascade whenever possible
-    monkeypatch.setattr(shared_prefix, "MIN_STEP_SAVED_TOKENS", 1)
+def mixed_step(seed, block_size, num_blocks=400):
+    """One random step for both paths: caches in lab 20's layout, the new tokens' q/k/v,
+    the runner's inputs (slot mapping, decodes first, prefill chunks) and the reference."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    seqs = random_batch(rng, block_size)
-    num_blocks = 400
+    seqs = random_batch(rng, block_size, num_blocks)
     kc = torch.randn(num_blocks, block_size, HKV, D)
     vc = torch.randn(num_blocks, block_size, HKV, D)
     T = sum(q for _, _, q in seqs)
     q, k, v = torch.randn(T, H, D), torch.randn(T, HKV, D), torch.randn(T, HKV, D)
-
     slots, decodes, prefills, row = [], [], [], 0
     for i, (table, ctx, n) in enumerate(seqs):
-        for pos in range(ctx - n, ctx):
-            slots.append(table[pos // block_size] * block_size + pos % block_size)
+        slots += [table[p // block_size] * block_size + p % block_size for p in range(ctx - n, ctx)]
         (decodes.append((table, ctx, i)) if n == 1 else prefills.append((row, n, table, ctx)))
         row += n
-    meta = build_metadata(torch.tensor(slots), decodes, prefills, block_size, "cpu")
-    assert meta.prefix is not None, "the batch was built to contain shared prefixes"
-    head_major = lambda x: x.permute(2, 0, 1, 3).contiguous()  # noqa: E731  (engine layout)
-    ours = attention(q, k, v, head_major(kc), head_major(vc), meta, D**-0.5)
-
     ref_k, ref_v = kc.clone(), vc.clone()
     write_kv_cache(ref_k, ref_v, torch.tensor(slots), k, v)
     width = max(len(t) for t, _, _ in seqs)
     tables = torch.tensor([t + [0] * (width - len(t)) for t, _, _ in seqs])
     ref = paged_attention(q, ref_k, ref_v, tables, [c for _, c, _ in seqs],
                           [n for _, _, n in seqs], impl="reference")
-    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    return dict(kc=kc, vc=vc, q=q, k=k, v=v, slots=torch.tensor(slots), decodes=decodes,
+                prefills=prefills, ref=ref, ref_k=ref_k)
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 16])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_engine_attention_matches_the_kvcache_reference(block_size, seed, monkeypatch):
+    monkeypatch.setattr(shared_prefix, "MIN_SHARED_TOKENS", 1)
+    monkeypatch.setattr(shared_prefix, "MIN_SAVED_TOKENS", 1)  # cascade whenever possible
+    monkeypatch.setattr(shared_prefix, "MIN_STEP_SAVED_TOKENS", 1)
+    x = mixed_step(seed, block_size)
+    meta = build_metadata(x["slots"], x["decodes"], x["prefills"], block_size, "cpu")
+    assert meta.prefix is not None, "the batch was built to contain shared prefixes"
+    head_major = lambda t: t.permute(2, 0, 1, 3).contiguous()  # noqa: E731  (engine layout)
+    ours = attention(x["q"], x["k"], x["v"], head_major(x["kc"]), head_major(x["vc"]), meta,
+                     D**-0.5)
+    torch.testing.assert_close(ours, x["ref"], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("block_size", [1, 4, 16])
@@ -81,31 +86,14 @@ def test_plain_path_matches_the_kvcache_reference(block_size, seed):
     """`--attention plain` on the same mixed batches: lab 20's layout, lab 20's op."""
     from labkit.engine.plain_attention import PlainAttention
 
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    seqs = random_batch(rng, block_size)
-    kc, vc = torch.randn(400, block_size, HKV, D), torch.randn(400, block_size, HKV, D)
-    T = sum(q for _, _, q in seqs)
-    q, k, v = torch.randn(T, H, D), torch.randn(T, HKV, D), torch.randn(T, HKV, D)
-    slots, decodes, prefills, row = [], [], [], 0
-    for i, (table, ctx, n) in enumerate(seqs):
-        slots += [table[p // block_size] * block_size + p % block_size for p in range(ctx - n, ctx)]
-        (decodes.append((table, ctx, i)) if n == 1 else prefills.append((row, n, table, ctx)))
-        row += n
+    x = mixed_step(seed, block_size)
     plain = PlainAttention(400, 1, block_size)
-    assert plain.cache_shape(400, block_size, HKV, D) == tuple(kc.shape)
-    ours_k, ours_v = kc.clone(), vc.clone()
-    meta = plain.build(torch.tensor(slots), decodes, prefills, "cpu")
-    ours = plain.attend(q, k, v, ours_k, ours_v, meta, D**-0.5)
-
-    ref_k, ref_v = kc.clone(), vc.clone()
-    write_kv_cache(ref_k, ref_v, torch.tensor(slots), k, v)
-    width = max(len(t) for t, _, _ in seqs)
-    tables = torch.tensor([t + [0] * (width - len(t)) for t, _, _ in seqs])
-    ref = paged_attention(q, ref_k, ref_v, tables, [c for _, c, _ in seqs],
-                          [n for _, _, n in seqs], impl="reference")
-    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ours_k, ref_k)  # the new tokens' K went where slot_mapping says
+    assert plain.cache_shape(400, block_size, HKV, D) == tuple(x["kc"].shape)
+    meta = plain.build(x["slots"], x["decodes"], x["prefills"], "cpu")
+    kc, vc = x["kc"].clone(), x["vc"].clone()
+    ours = plain.attend(x["q"], x["k"], x["v"], kc, vc, meta, D**-0.5)
+    torch.testing.assert_close(ours, x["ref"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kc, x["ref_k"])  # the new tokens' K went where slot_mapping says
 
 
 @pytest.mark.parametrize("cascade_threshold", [1, 10**9])  # with and without groups
